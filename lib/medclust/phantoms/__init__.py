@@ -1,0 +1,43 @@
+"""Phantom cohorts with known ground truth, one generator module per study cohort.
+
+Each generator module defines ``NAME`` (the cohort folder name under ``data/``),
+``DEFAULTS`` (its parameters, seed included, at the committed demo scale) and
+``generate(root, **params) -> Path`` which writes the cohort with
+:func:`medclust.cohort.write_cohort`. Generation is seeded and bit-reproducible.
+
+Build the embedded defaults with ``python -m medclust.phantoms --out data`` (what ``make data``
+runs); ``--set key=value`` overrides a generator parameter for a one-off cohort.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from pathlib import Path
+
+# cohort name -> module of medclust.phantoms; each study issue adds its own cohort here
+_MODULES = {
+    "liver_mri": "liver_mri",
+}
+
+
+def available() -> list[str]:
+    return sorted(_MODULES)
+
+
+def generator(name: str):
+    if name not in _MODULES:
+        raise KeyError(f"unknown phantom cohort {name!r}; known: {', '.join(available())}")
+    return import_module(f"{__name__}.{_MODULES[name]}")
+
+
+def build(name: str, out_dir: str | Path, **overrides) -> Path:
+    """Write cohort ``name`` into ``out_dir/name`` with the generator's defaults and overrides."""
+    module = generator(name)
+    unknown = set(overrides) - set(module.DEFAULTS)
+    if unknown:
+        raise TypeError(
+            f"phantom {name!r}: unknown parameter(s) {sorted(unknown)}; "
+            f"known: {sorted(module.DEFAULTS)}"
+        )
+    params = {**module.DEFAULTS, **overrides}
+    return module.generate(Path(out_dir) / name, **params)

@@ -1,0 +1,98 @@
+"""medclust.metrics: Hungarian accuracy, NMI, ARI, internal indices (with property tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from medclust import metrics
+
+labels = st.lists(st.integers(0, 4), min_size=2, max_size=60)
+
+
+def test_accuracy_hand_computed():
+    y_true = [0, 0, 0, 1, 1, 1]
+    y_pred = [2, 2, 1, 0, 0, 0]  # best map 2->0, 0->1: 5 of 6 right
+    assert metrics.cluster_accuracy(y_true, y_pred) == pytest.approx(5 / 6)
+    assert metrics.cluster_mapping(y_true, y_pred) == {2: 0, 0: 1}
+
+
+def test_accuracy_with_more_clusters_than_classes():
+    y_true = [0, 0, 0, 0, 1, 1, 1, 1]
+    y_pred = [0, 0, 1, 1, 2, 2, 2, 2]  # one-to-one: cluster 1 stays unmatched -> 2 errors
+    assert metrics.cluster_accuracy(y_true, y_pred) == pytest.approx(6 / 8)
+    assert metrics.purity(y_true, y_pred) == 1.0
+
+
+def test_accuracy_with_fewer_clusters_than_classes():
+    y_true = [0, 0, 1, 1, 2, 2]
+    y_pred = [0, 0, 0, 0, 1, 1]
+    assert metrics.cluster_accuracy(y_true, y_pred) == pytest.approx(4 / 6)
+
+
+def test_length_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="differ in length"):
+        metrics.cluster_accuracy([0, 1], [0, 1, 1])
+
+
+@given(labels, st.permutations(range(5)))
+def test_scores_invariant_to_renaming_clusters(y, perm):
+    y_true = np.array(y)
+    rng = np.random.default_rng(len(y))
+    y_pred = np.where(rng.random(len(y)) < 0.3, rng.integers(0, 5, len(y)), y_true)
+    renamed = np.asarray(perm)[y_pred]
+    for score in (metrics.cluster_accuracy, metrics.nmi, metrics.ari, metrics.purity):
+        assert score(y_true, renamed) == pytest.approx(score(y_true, y_pred))
+
+
+@given(labels, st.permutations(range(5)))
+def test_perfect_clustering_scores_one(y, perm):
+    y_true = np.array(y)
+    y_pred = np.asarray(perm)[y_true] + 10  # any bijective renaming is perfect
+    assert metrics.cluster_accuracy(y_true, y_pred) == 1.0
+    assert metrics.purity(y_true, y_pred) == 1.0
+    if np.unique(y_true).size > 1:
+        assert metrics.nmi(y_true, y_pred) == pytest.approx(1.0)
+        assert metrics.ari(y_true, y_pred) == pytest.approx(1.0)
+
+
+@settings(max_examples=50)
+@given(labels, labels)
+def test_accuracy_bounds(a, b):
+    n = min(len(a), len(b))
+    acc = metrics.cluster_accuracy(a[:n], b[:n])
+    assert 1 / n <= acc <= 1.0
+    assert acc <= metrics.purity(a[:n], b[:n]) + 1e-12
+
+
+def test_nmi_normalisation_is_selectable():
+    y_true, y_pred = [0, 0, 1, 1, 2, 2], [0, 0, 1, 1, 1, 1]
+    arith = metrics.nmi(y_true, y_pred)
+    geo = metrics.nmi(y_true, y_pred, average_method="geometric")
+    assert arith != pytest.approx(geo)
+
+
+def test_internal_scores_separated_blobs():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 0.1, (50, 2)), rng.normal(5, 0.1, (50, 2))])
+    good = np.repeat([0, 1], 50)
+    bad = rng.integers(0, 2, 100)
+    scores_good, scores_bad = metrics.internal_scores(X, good), metrics.internal_scores(X, bad)
+    assert scores_good["silhouette"] > 0.9 > scores_bad["silhouette"]
+    assert scores_good["davies_bouldin"] < scores_bad["davies_bouldin"]
+
+
+def test_internal_scores_single_cluster_is_nan():
+    X = np.zeros((5, 2))
+    assert np.isnan(metrics.silhouette(X, [0] * 5))
+    assert np.isnan(metrics.davies_bouldin(X, [0] * 5))
+
+
+def test_silhouette_subsample_is_seeded():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 3))
+    y = rng.integers(0, 3, 300)
+    a = metrics.silhouette(X, y, sample_size=100, seed=3)
+    assert a == metrics.silhouette(X, y, sample_size=100, seed=3)

@@ -1,0 +1,108 @@
+"""Notebook hygiene and smoke runs.
+
+Every notebook run by a DVC stage: committed without outputs, exactly one ``parameters`` cell
+whose names and defaults equal its ``params.yaml`` block, every param passed by the stage's
+papermill command; and each runs end to end through papermill on tiny inputs.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+
+import nbformat
+import papermill as pm
+import pytest
+import yaml
+from conftest import ROOT, write_tiny_cohort
+
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+
+
+def _notebook_stages() -> dict[str, tuple[str, str]]:
+    """notebook stem -> (stage name, params block), read from dvc.yaml."""
+    found = {}
+    for name, stage in DVC["stages"].items():
+        cmd = " ".join(stage["cmd"]) if isinstance(stage["cmd"], list) else stage["cmd"]
+        if "papermill" in cmd:
+            notebook = re.search(r"notebooks/(\S+)\.ipynb", cmd).group(1)
+            found[notebook] = (name, stage["params"][0])
+    return found
+
+
+STAGES = _notebook_stages()
+
+
+def test_every_notebook_has_a_stage():
+    on_disk = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))
+    assert on_disk == sorted(STAGES)
+
+
+@pytest.mark.parametrize("notebook", sorted(STAGES))
+def test_committed_without_outputs(notebook):
+    nb = nbformat.read(ROOT / "notebooks" / f"{notebook}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None
+
+
+@pytest.mark.parametrize("notebook", sorted(STAGES))
+def test_parameters_match_params_yaml(notebook):
+    path = ROOT / "notebooks" / f"{notebook}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    inspected = pm.inspect_notebook(str(path))
+    defaults = {name: ast.literal_eval(p["default"]) for name, p in inspected.items()}
+    _, block = STAGES[notebook]
+    assert defaults == PARAMS[block]
+    assert notebook.split("_", 1)[1] in " ".join(
+        PARAMS[block].get("report_dir", notebook).split("/")
+    )
+
+
+@pytest.mark.parametrize("notebook", sorted(STAGES))
+def test_stage_passes_every_param(notebook):
+    stage, block = STAGES[notebook]
+    cmd = " ".join(DVC["stages"][stage]["cmd"])
+    passed = dict(re.findall(r"-p (\w+) \$\{(\S+)\}", cmd))
+    assert passed == {name: f"{block}.{name}" for name in PARAMS[block]}
+    assert "-k python3" in cmd and "--log-output" in cmd and "mkdir -p" in cmd
+    assert {"lib/medclust", f"notebooks/{notebook}.ipynb"} <= set(DVC["stages"][stage]["deps"])
+
+
+def test_metrics_declared_for_every_study():
+    declared = set(DVC["metrics"])
+    for _, block in STAGES.values():
+        assert f"{PARAMS[block]['report_dir']}/metrics.json" in declared
+
+
+# ------------------------------------------------------------------------------ smoke runs
+
+
+def smoke_params(notebook, tmp_path):
+    """Tiny params for each notebook: tiny cohorts, a temp report folder."""
+    report_dir = str(tmp_path / "report")
+    if notebook == "00_cohorts":
+        write_tiny_cohort(tmp_path / "data" / "tiny")
+        return {"data_dir": str(tmp_path / "data"), "report_dir": report_dir, "n_examples": 2}
+    raise KeyError(f"no smoke params for {notebook}: add them here")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook", sorted(STAGES))
+def test_notebook_runs_in_smoke_mode(notebook, tmp_path):
+    params = smoke_params(notebook, tmp_path)
+    pm.execute_notebook(
+        str(ROOT / "notebooks" / f"{notebook}.ipynb"),
+        str(tmp_path / "out.ipynb"),
+        parameters=params,
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(ROOT),
+    )
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics
+    assert list((tmp_path / "report" / "figures").glob("*.png"))
