@@ -36,10 +36,11 @@ def show_axial(
     alpha: float = 0.45,
     title: str | None = None,
 ):
-    """One axial slice (array axes x, y, z; x to the right, y up) with overlays:
-    the mask as a contour, the label map as translucent colours."""
+    """One axial slice with overlays: the mask as a contour, the label map as translucent
+    colours. Array axes are (x, y, z); x runs to the right and y downwards, as in a
+    radiological display."""
     vmin, vmax = window or intensity_window(image)
-    ax.imshow(image[:, :, z].T, cmap="gray", vmin=vmin, vmax=vmax, origin="lower")
+    ax.imshow(image[:, :, z].T, cmap="gray", vmin=vmin, vmax=vmax, origin="upper")
     if labelmap is not None:
         n = n_labels or int(labelmap.max())
         lab = np.ma.masked_equal(labelmap[:, :, z].T, 0)
@@ -49,7 +50,7 @@ def show_axial(
             vmin=0,
             vmax=n,
             alpha=alpha,
-            origin="lower",
+            origin="upper",
             interpolation="nearest",
         )
     if mask is not None and np.any(mask[:, :, z]):
