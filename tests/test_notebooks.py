@@ -82,12 +82,34 @@ def test_metrics_declared_for_every_study():
 # ------------------------------------------------------------------------------ smoke runs
 
 
+SMOKE_CDCN = {
+    "n_patches": 300,
+    "patch_px": 16,
+    "pretrain_epochs": 1,
+    "n_epochs": 1,
+    "n_seeds": 2,
+    "n_trees": 10,
+    "window_stride_mm": 14.0,
+    "n_clusters": 4,
+}
+
+
 def smoke_params(notebook, tmp_path):
     """Tiny params for each notebook: tiny cohorts, a temp report folder."""
     report_dir = str(tmp_path / "report")
     if notebook == "00_cohorts":
         write_tiny_cohort(tmp_path / "data" / "tiny")
         return {"data_dir": str(tmp_path / "data"), "report_dir": report_dir, "n_examples": 2}
+    if notebook == "01_cdcn_texture_signatures":
+        from medclust.phantoms import build
+
+        cohort = build("liver_mri", tmp_path / "data", n_cases=8, shape=(80, 64, 6))
+        return {
+            "cohort": str(cohort),
+            "report_dir": report_dir,
+            "checkpoint_dir": str(tmp_path / "ckpt"),
+            **SMOKE_CDCN,
+        }
     raise KeyError(f"no smoke params for {notebook}: add them here")
 
 
@@ -106,3 +128,5 @@ def test_notebook_runs_in_smoke_mode(notebook, tmp_path):
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics
     assert list((tmp_path / "report" / "figures").glob("*.png"))
+    if notebook != "00_cohorts":
+        assert (tmp_path / "report" / "tables" / "paper_comparison.csv").is_file()
