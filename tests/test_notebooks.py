@@ -130,3 +130,31 @@ def test_notebook_runs_in_smoke_mode(notebook, tmp_path):
     assert list((tmp_path / "report" / "figures").glob("*.png"))
     if notebook != "00_cohorts":
         assert (tmp_path / "report" / "tables" / "paper_comparison.csv").is_file()
+
+
+def _metrics_without_runtime(path):
+    metrics = json.loads(path.read_text())
+    metrics.pop("runtime_s", None)
+    return metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("notebook", [nb for nb in sorted(STAGES) if nb != "00_cohorts"])
+def test_same_params_same_numbers(notebook, tmp_path):
+    """Two runs from scratch (separate checkpoint folders) give identical metrics and tables."""
+    runs = []
+    for name in ("a", "b"):
+        params = smoke_params(notebook, tmp_path / name)
+        pm.execute_notebook(
+            str(ROOT / "notebooks" / f"{notebook}.ipynb"),
+            str(tmp_path / name / "out.ipynb"),
+            parameters=params,
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(ROOT),
+        )
+        report = tmp_path / name / "report"
+        tables = {p.name: p.read_text() for p in sorted((report / "tables").glob("*.csv"))}
+        runs.append((_metrics_without_runtime(report / "metrics.json"), tables))
+    assert runs[0][0] == runs[1][0]
+    assert runs[0][1] == runs[1][1]
