@@ -216,10 +216,10 @@ def test_input_validation(data):
 def test_checkpoint_key(data):
     X, _ = data
     est = DCN(**FAST)
-    key = est._key(dcn_module._as_patches(X))
-    assert DCN(**FAST, verbose=True, checkpoint_dir="x")._key(dcn_module._as_patches(X)) == key
-    assert DCN(**{**FAST, "lambda_": 2.0})._key(dcn_module._as_patches(X)) != key
-    assert est._key(dcn_module._as_patches(X[::-1].copy())) != key
+    key = est._key(dcn_module.as_image_batch(X))
+    assert DCN(**FAST, verbose=True, checkpoint_dir="x")._key(dcn_module.as_image_batch(X)) == key
+    assert DCN(**{**FAST, "lambda_": 2.0})._key(dcn_module.as_image_batch(X)) != key
+    assert est._key(dcn_module.as_image_batch(X[::-1].copy())) != key
 
 
 class Interrupted(Exception):

@@ -93,6 +93,16 @@ SMOKE_CDCN = {
     "n_clusters": 4,
 }
 
+SMOKE_CAE_DEC = {
+    "image_px": 64,
+    "pretrain_epochs": 2,
+    "max_iter": 12,
+    "update_interval": 3,
+    "n_seeds": 2,
+    "sweep_dims": "3,5",
+    "slices_per_volume": 4,
+}
+
 
 def smoke_params(notebook, tmp_path):
     """Tiny params for each notebook: tiny cohorts, a temp report folder."""
@@ -110,6 +120,11 @@ def smoke_params(notebook, tmp_path):
             "checkpoint_dir": str(tmp_path / "ckpt"),
             **SMOKE_CDCN,
         }
+    if notebook == "04_cae_dec_dcec":
+        from medclust.phantoms import build
+
+        cohort = build("head_modalities", tmp_path / "data", counts=(10, 10, 10), size=64)
+        return {"cohort": str(cohort), "report_dir": report_dir, **SMOKE_CAE_DEC}
     raise KeyError(f"no smoke params for {notebook}: add them here")
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from medclust.intensity import normalize_in_mask
 from medclust.patches import (
     allocate,
     extract_patches,
-    normalize_in_mask,
     patch_shape_voxels,
     sample_cohort_patches,
     sample_patches,

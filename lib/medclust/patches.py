@@ -22,7 +22,7 @@ Geometry, shared by every function here:
   has more voxels than ``out_px`` (fine spacing) and is a no-op up to float rounding otherwise.
   Interpolation runs in torch on the CPU, which is deterministic.
 
-MRI intensities are in arbitrary units, so normalise each volume with :func:`normalize_in_mask`
+MRI intensities are in arbitrary units, so normalise each volume with :func:`medclust.intensity.normalize_in_mask`
 *before* extracting patches; the extraction functions never rescale intensities.
 """
 
@@ -309,7 +309,7 @@ def sample_cohort_patches(
 
     ``volumes`` holds objects with ``image``, ``mask`` and ``spacing`` (e.g.
     :class:`medclust.cohort.Volume`) or ``(image, mask, spacing)`` tuples, already intensity
-    normalised (:func:`normalize_in_mask`).
+    normalised (:func:`medclust.intensity.normalize_in_mask`).
 
     ``allocation="proportional"`` (default) gives each case a share proportional to its number of
     eligible ROI voxels, i.e. centres are uniform over all ROI voxels of the cohort, which is how
@@ -353,36 +353,3 @@ def sample_cohort_patches(
         case_index.append(np.full(len(p), i, dtype=np.int64))
     log.info("sampled %d patches from %d volumes (%s)", int(counts.sum()), len(vols), allocation)
     return np.concatenate(patches), np.concatenate(case_index), np.concatenate(centres)
-
-
-# --------------------------------------------------------------------------- intensities
-
-
-def normalize_in_mask(image: np.ndarray, mask: np.ndarray, method: str = "zscore") -> np.ndarray:
-    """Rescale an MRI volume with statistics of its ROI voxels only (float32 result).
-
-    MRI intensities are in arbitrary, scanner-dependent units, so each volume is standardised
-    before patch extraction. ``"zscore"`` (default): ``(I - mean) / std`` of the ROI voxels.
-    ``"robust"``: ``(I - median) / (IQR / 1.349)``, which matches the z-score for Gaussian
-    intensities but ignores bright vessels and lesions. The paper does not state its intensity
-    normalisation.
-    """
-    img = np.asarray(image, dtype=np.float32)
-    roi = np.asarray(mask) != 0
-    if roi.shape != img.shape:
-        raise ValueError(f"mask shape {roi.shape} does not match image shape {img.shape}")
-    vals = img[roi].astype(np.float64)
-    if vals.size == 0:
-        raise ValueError("mask is empty: cannot normalise intensities inside it")
-    if method == "zscore":
-        centre, scale = vals.mean(), vals.std()
-    elif method == "robust":
-        q25, q50, q75 = np.percentile(vals, [25, 50, 75])
-        centre, scale = q50, (q75 - q25) / 1.349
-    else:
-        raise ValueError(f"method must be 'zscore' or 'robust', got {method!r}")
-    if not scale > 0:
-        raise ValueError(
-            f"ROI intensities have no spread ({method} scale {scale}); cannot normalise"
-        )
-    return ((img - centre) / scale).astype(np.float32)

@@ -39,7 +39,6 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +50,12 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
+from medclust.models.common import INFER_BATCH, as_image_batch, torch_numerics
+
 log = logging.getLogger(__name__)
 
 #: Bumped whenever the checkpoint layout changes, so stale checkpoints are not resumed.
 CHECKPOINT_VERSION = 1
-#: Samples per forward pass in inference (transform / predict / k-means initialisation).
-INFER_BATCH = 2048
 #: Parameters that do not change the result and so are left out of the checkpoint key.
 _UNKEYED = ("verbose", "checkpoint_dir", "device")
 
@@ -167,61 +166,6 @@ def dcn_centroid_update(
 # --------------------------------------------------------------------------- helpers
 
 
-_numerics_depth = 0
-
-
-@contextlib.contextmanager
-def _torch_numerics() -> Iterator[None]:
-    """Deterministic kernels and flush-to-zero denormals for the duration of a fit/transform.
-
-    * ``torch.use_deterministic_algorithms(True, warn_only=True)``: ``warn_only`` because some
-      CUDA kernels have no deterministic variant; every CPU kernel used here is deterministic.
-    * ``torch.set_flush_denormal(True)``: early in training, while the reconstruction sits on its
-      initial plateau, the backward pass produces denormal floats, which made CPU epochs up to
-      70 times slower; flushing them to zero changes the losses only in far decimals. torch has
-      no getter for this flag, so it is switched back off afterwards (torch's default).
-
-    Both settings are process-global, so concurrent fits in threads would see each other's.
-    Re-entrant: only the outermost use sets and restores them.
-    """
-    global _numerics_depth
-    if _numerics_depth:
-        _numerics_depth += 1
-        try:
-            yield
-        finally:
-            _numerics_depth -= 1
-        return
-    prev = torch.are_deterministic_algorithms_enabled()
-    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    prev_bench = torch.backends.cudnn.benchmark
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
-    flushed = torch.set_flush_denormal(True)
-    _numerics_depth = 1
-    try:
-        yield
-    finally:
-        _numerics_depth = 0
-        if flushed:
-            torch.set_flush_denormal(False)
-        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
-        torch.backends.cudnn.benchmark = prev_bench
-
-
-def _as_patches(X: Any) -> np.ndarray:
-    arr = np.asarray(X, dtype=np.float32)
-    if arr.ndim == 3:
-        arr = arr[:, None]
-    if arr.ndim != 4 or arr.shape[1] != 1 or arr.shape[2] != arr.shape[3]:
-        raise ValueError(f"X must have shape (n, px, px) or (n, 1, px, px), got {np.shape(X)}")
-    if arr.shape[2] % 8:
-        raise ValueError(f"patch size must be a multiple of 8 pixels, got {arr.shape[2]}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("X contains NaN or infinite values")
-    return np.ascontiguousarray(arr)
-
-
 def _state_digest(state: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for name, t in state.items():
@@ -294,7 +238,7 @@ class DCN(ClusterMixin, TransformerMixin, BaseEstimator):
         A torch device; "auto" picks CUDA when available. Bit-identical repeat fits are
         guaranteed on the CPU with a fixed number of torch threads. ``fit``, ``transform`` and
         ``predict`` run with deterministic kernels and denormals flushed to zero (see
-        ``_torch_numerics``; both restored afterwards).
+        ``torch_numerics``; both restored afterwards).
     checkpoint_dir : path or None
         If set, the full training state (network, optimiser, centroids, counts, assignments,
         histories, epoch) is written atomically after every epoch to
@@ -358,17 +302,17 @@ class DCN(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any = None) -> DCN:
         """Pretrain (unless ``pretrained``), initialise by k-means, then train jointly."""
-        Xn = _as_patches(X)
+        Xn = as_image_batch(X)
         self._validate(Xn)
         self.device_ = self._resolve_device()
-        with _torch_numerics():
+        with torch_numerics():
             self._fit(Xn)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
         """Latent codes ``f(x)``, shape ``(n, latent_dim)`` float32."""
         check_is_fitted(self, "autoencoder_")
-        return self._encode(self.autoencoder_, _as_patches(X))
+        return self._encode(self.autoencoder_, as_image_batch(X))
 
     def predict(self, X: Any) -> np.ndarray:
         """Label of the nearest centroid of ``cluster_centers_`` in the latent space."""
@@ -377,7 +321,7 @@ class DCN(ClusterMixin, TransformerMixin, BaseEstimator):
     def pretrained_embedding(self, X: Any) -> np.ndarray:
         """Latent codes of the network as it was after pretraining (before joint training)."""
         check_is_fitted(self, "pretrained_autoencoder_")
-        return self._encode(self.pretrained_autoencoder_, _as_patches(X))
+        return self._encode(self.pretrained_autoencoder_, as_image_batch(X))
 
     @staticmethod
     def nearest(Z: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -450,7 +394,7 @@ class DCN(ClusterMixin, TransformerMixin, BaseEstimator):
         was_training = model.training
         model.eval()
         out = np.empty((len(Xn), model.latent_dim), dtype=np.float32)
-        with torch.no_grad(), _torch_numerics():
+        with torch.no_grad(), torch_numerics():
             for a in range(0, len(Xn), INFER_BATCH):
                 xb = torch.from_numpy(Xn[a : a + INFER_BATCH]).to(device)
                 out[a : a + INFER_BATCH] = model.encode(xb).cpu().numpy()

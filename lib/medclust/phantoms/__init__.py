@@ -17,6 +17,7 @@ from pathlib import Path
 # cohort name -> module of medclust.phantoms; each study issue adds its own cohort here
 _MODULES = {
     "liver_mri": "liver_mri",
+    "head_modalities": "head_modalities",
 }
 
 

@@ -1,0 +1,340 @@
+"""Convolutional autoencoder (CAE) of Quarenghi's thesis, Sec. 2.1 / 3.2 and Table 3.2.
+
+The thesis' CAE is the one of DCEC (Guo, Liu, Zhu and Yin, "Deep Clustering with Convolutional
+Autoencoders", ICONIP 2017, Sec. 2.1 and Fig. 1, and the authors' reference code
+github.com/XifengGuo/DCEC) with the strides adapted to 128 x 128 inputs (Table 3.2)::
+
+    input   1 x 128 x 128
+    conv1   16 x 32 x 32    5x5, stride 4        416 params
+    conv2   32 x  8 x  8    5x5, stride 4      12832
+    conv3   32 x  4 x  4    3x3, stride 2       9248
+    flatten 512
+    embed   d (default 3)   linear              1539  (512 d + d)
+    linear  512                                 2048  (d 512 + 512)
+    reshape 32 x 4 x 4
+    deconv3 32 x  8 x  8    3x3, stride 2       9248
+    deconv2 16 x 32 x 32    5x5, stride 4      12816
+    deconv1  1 x 128 x 128  5x5, stride 4        401
+
+What the thesis leaves open is taken from DCEC's reference code: ReLU after every convolution,
+transposed convolution and after the decoder's linear layer; a *linear* embedding layer (the
+clustering layer acts on an unconstrained space) and a linear output layer. No batch norm and no
+dropout (thesis, Sec. 2.1: "we don't utilize any regularization layer"). Padding (it does not
+change the parameter counts, only the output sizes and the pixel alignment): every convolution
+pads 1 pixel on each side and every transposed convolution is its exact adjoint (``padding=1``,
+``output_padding=1``), which gives the sizes of Table 3.2 and lets every input pixel reach the
+embedding. Keras' ``padding="same"`` of the reference code pads the same total (1 pixel per
+layer) but all of it after the image, a shift of at most one pixel.
+
+Pretraining (thesis Sec. 2.1, Eq. 2.1-2.2, and Sec. 2.3.3 "we first pretrain the CAE by setting
+gamma = 0") minimises the mean squared error per pixel with Adam. The thesis gives neither the
+number of epochs, the batch size nor the learning rate; the defaults of :class:`CAEEmbedding`
+say where theirs come from.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+from tqdm.auto import tqdm
+
+from medclust.models.common import INFER_BATCH, as_image_batch, torch_numerics
+from medclust.runtime import select_device
+
+log = logging.getLogger(__name__)
+
+#: Table 3.2 of the thesis for embedding dimension 3: (layer, output shape, parameters).
+TABLE_3_2: tuple[tuple[str, tuple[int, ...], int], ...] = (
+    ("conv1", (16, 32, 32), 416),
+    ("conv2", (32, 8, 8), 12832),
+    ("conv3", (32, 4, 4), 9248),
+    ("flatten", (512,), 0),
+    ("embedding", (3,), 1539),
+    ("linear", (512,), 2048),
+    ("reshape", (32, 4, 4), 0),
+    ("deconv3", (32, 8, 8), 9248),
+    ("deconv2", (16, 32, 32), 12816),
+    ("deconv1", (1, 128, 128), 401),
+)
+
+
+# --------------------------------------------------------------------------- network
+
+
+class CAE(nn.Module):
+    """The convolutional autoencoder of Table 3.2 (see the module docstring for the layers).
+
+    ``in_px`` must be a multiple of 32 (the strides 4, 4, 2); the thesis uses 128, which gives a
+    32 x 4 x 4 = 512 bottleneck. ``encoder`` maps ``(n, 1, in_px, in_px)`` to the embedding
+    ``(n, embedding_dim)``; ``decoder`` maps it back. ``forward`` returns
+    ``(embedding, reconstruction)``.
+    """
+
+    def __init__(self, embedding_dim: int = 3, in_px: int = 128) -> None:
+        super().__init__()
+        if in_px % 32 or in_px < 32:
+            raise ValueError(f"in_px must be a positive multiple of 32, got {in_px}")
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        self.embedding_dim, self.in_px = int(embedding_dim), int(in_px)
+        self.bottleneck = (32, in_px // 32, in_px // 32)
+        flat = 32 * (in_px // 32) ** 2
+        self.encoder = nn.Sequential()
+        self.encoder.add_module("conv1", nn.Conv2d(1, 16, 5, stride=4, padding=1))
+        self.encoder.add_module("relu1", nn.ReLU())
+        self.encoder.add_module("conv2", nn.Conv2d(16, 32, 5, stride=4, padding=1))
+        self.encoder.add_module("relu2", nn.ReLU())
+        self.encoder.add_module("conv3", nn.Conv2d(32, 32, 3, stride=2, padding=1))
+        self.encoder.add_module("relu3", nn.ReLU())
+        self.encoder.add_module("flatten", nn.Flatten())
+        self.encoder.add_module("embedding", nn.Linear(flat, self.embedding_dim))
+        self.decoder = nn.Sequential()
+        self.decoder.add_module("linear", nn.Linear(self.embedding_dim, flat))
+        self.decoder.add_module("relu0", nn.ReLU())
+        self.decoder.add_module("reshape", nn.Unflatten(1, self.bottleneck))
+        self.decoder.add_module(
+            "deconv3", nn.ConvTranspose2d(32, 32, 3, stride=2, padding=1, output_padding=1)
+        )
+        self.decoder.add_module("relu3", nn.ReLU())
+        self.decoder.add_module(
+            "deconv2", nn.ConvTranspose2d(32, 16, 5, stride=4, padding=1, output_padding=1)
+        )
+        self.decoder.add_module("relu2", nn.ReLU())
+        self.decoder.add_module(
+            "deconv1", nn.ConvTranspose2d(16, 1, 5, stride=4, padding=1, output_padding=1)
+        )
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encode(x)
+        return z, self.decode(z)
+
+    def summary(self) -> list[tuple[str, tuple[int, ...], int]]:
+        """Rows ``(layer, output shape without the batch axis, parameters)`` in the order and
+        with the names of Table 3.2 (activations left out), from a forward pass of one zero
+        image; compare with :data:`TABLE_3_2`."""
+        rows = []
+        x = torch.zeros(1, 1, self.in_px, self.in_px, device=next(self.parameters()).device)
+        with torch.no_grad():
+            for seq in (self.encoder, self.decoder):
+                for name, layer in seq.named_children():
+                    x = layer(x)
+                    if not name.startswith("relu"):
+                        n_par = sum(p.numel() for p in layer.parameters())
+                        rows.append((name, tuple(x.shape[1:]), n_par))
+        return rows
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def as_images(X: Any) -> np.ndarray:
+    """``X`` as a contiguous float32 array ``(n, 1, px, px)`` with ``px`` a multiple of 32
+    (``(n, px, px)`` is accepted too); raises ``ValueError`` otherwise."""
+    arr = as_image_batch(X)
+    if arr.shape[2] % 32:
+        raise ValueError(f"image size must be a multiple of 32 pixels, got {arr.shape[2]}")
+    return arr
+
+
+def encode(model: nn.Module, Xn: np.ndarray) -> np.ndarray:
+    """Embeddings of ``Xn`` (from :func:`as_images`) by ``model`` (a :class:`CAE` or its
+    ``encoder``) in eval mode, without gradients, in batches of ``INFER_BATCH``."""
+    enc = model.encoder if isinstance(model, CAE) else model
+    return _batched(enc, Xn)
+
+
+def reconstruct_with(model: CAE, Xn: np.ndarray) -> np.ndarray:
+    """Reconstructions ``(n, 1, px, px)`` float32 of ``Xn`` by ``model`` (eval mode)."""
+    return _batched(model, Xn, lambda m, x: m(x)[1])
+
+
+def reconstruction_mse(model: CAE, Xn: np.ndarray) -> float:
+    """Mean squared error per pixel, Eq. 2.2 of the thesis divided by the number of pixels
+    (the "MSE error" of Tables 3.4-3.6; Keras' ``mse``)."""
+    if len(Xn) == 0:
+        return float("nan")
+    total = 0.0
+    for a in range(0, len(Xn), INFER_BATCH):
+        rec = reconstruct_with(model, Xn[a : a + INFER_BATCH])
+        total += float(((rec.astype(np.float64) - Xn[a : a + INFER_BATCH]) ** 2).sum())
+    return total / Xn.size
+
+
+def _batched(module: nn.Module, Xn: np.ndarray, call=None) -> np.ndarray:
+    call = call or (lambda m, x: m(x))
+    device = next(module.parameters()).device
+    was_training = module.training
+    module.eval()
+    out = []
+    try:
+        with torch.no_grad(), torch_numerics():
+            # max(.., 1): an empty X still makes one (empty) pass, for the output shape
+            for a in range(0, max(len(Xn), 1), INFER_BATCH):
+                xb = torch.from_numpy(Xn[a : a + INFER_BATCH]).to(device)
+                out.append(call(module, xb).cpu().numpy())
+    finally:
+        module.train(was_training)
+    return np.concatenate(out).astype(np.float32, copy=False)
+
+
+def check_positive_int(obj: Any, name: str, minimum: int = 1) -> None:
+    v = getattr(obj, name)
+    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+
+
+def epoch_order(seed: int, phase: int, epoch: int, n: int) -> np.ndarray:
+    """Sample order of one pass over the data, derived from ``(seed, phase, epoch)`` alone."""
+    return np.random.default_rng([int(seed), phase, epoch]).permutation(n)
+
+
+# --------------------------------------------------------------------------- estimator
+
+
+class CAEEmbedding(TransformerMixin, BaseEstimator):
+    """Pretrained CAE as an sklearn transformer: images -> embedding (thesis Sec. 2.1, 3.3.1).
+
+    Trains :class:`CAE` on the per-pixel MSE (Eq. 2.2) with Adam, the optimiser of the thesis
+    (Sec. 2.2/2.3.3) and of DCEC's pretraining. Each epoch visits every image once in a fresh
+    random order (Keras' ``fit`` default, used by DCEC's reference code).
+
+    Parameters
+    ----------
+    embedding_dim : int, default 3
+        Size of the embedded layer: 3 in Tables 3.2-3.5, 10 and 30 in Table 3.6.
+    epochs : int, default 200
+        Pretraining epochs. Not given in the thesis; 200 is DCEC's (Guo et al. 2017,
+        experimental setup, and the reference code's ``pretrain(epochs=200)``).
+    batch_size : int, default 256
+        Not given in the thesis; DCEC's (Guo et al. 2017) and DEC's (Xie et al. 2016).
+    lr : float, default 1e-3
+        Adam learning rate (thesis: Adam, no rate given; 0.001 with beta = (0.9, 0.999) is
+        DCEC's, Adam with Keras' defaults).
+    seed : int, default 0
+        Seeds the weight initialisation (torch's default initialisers, in a forked RNG so the
+        caller's stream is untouched) and the per-epoch order
+        (``numpy.random.default_rng([seed, 0, epoch])``).
+    device : str, default "cpu"
+        "cpu", "cuda[:N]" or "auto" (:func:`medclust.runtime.select_device`). Repeat fits are
+        bit-identical on the CPU with a fixed number of torch threads.
+    verbose : bool, default False
+        tqdm progress bar; per-epoch losses always go to the module logger (INFO).
+
+    Attributes
+    ----------
+    model_ : CAE -- the trained network (eval mode).
+    history_ : dict -- ``"train"``: per epoch, the mean of the minibatch MSEs seen during the
+        epoch (weighted by batch size; Keras' ``loss``); ``"val"``: per epoch, the MSE of
+        ``X_val`` after the epoch (Keras' ``val_loss``; empty without ``X_val``). Fig. 3.4.
+    n_iter_ : int -- optimiser steps taken.
+    device_ : torch.device
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int = 3,
+        epochs: int = 200,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        seed: int = 0,
+        device: str = "cpu",
+        verbose: bool = False,
+    ) -> None:
+        self.embedding_dim = embedding_dim
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.seed = seed
+        self.device = device
+        self.verbose = verbose
+
+    def fit(self, X: Any, y: Any = None, X_val: Any = None) -> CAEEmbedding:
+        """Pretrain the CAE on ``X``; ``X_val`` (optional) is only evaluated, after each epoch.
+        ``y`` is ignored."""
+        Xn = as_images(X)
+        Xv = None if X_val is None else as_images(X_val)
+        if Xv is not None and Xv.shape[1:] != Xn.shape[1:]:
+            raise ValueError(f"X_val images have shape {Xv.shape[1:]}, X has {Xn.shape[1:]}")
+        for name in ("embedding_dim", "batch_size"):
+            check_positive_int(self, name)
+        for name in ("epochs", "seed"):
+            check_positive_int(self, name, 0)
+        if not float(self.lr) > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if len(Xn) == 0:
+            raise ValueError("X has no images")
+        self.device_ = select_device(self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(self.seed))
+            model = CAE(int(self.embedding_dim), Xn.shape[2])
+        model.to(self.device_)
+        with torch_numerics():
+            hist, steps = self._train(model, Xn, Xv)
+        self.model_ = model.eval()
+        self.history_ = hist
+        self.n_iter_ = steps
+        return self
+
+    def _train(self, model: CAE, Xn: np.ndarray, Xv: np.ndarray | None):
+        Xt = torch.from_numpy(Xn).to(self.device_)
+        opt = torch.optim.Adam(model.parameters(), lr=float(self.lr))
+        hist: dict[str, list[float]] = {"train": [], "val": []}
+        n, bs, steps = len(Xn), int(self.batch_size), 0
+        bar = tqdm(range(int(self.epochs)), desc="CAE pretrain", disable=not self.verbose)
+        for epoch in bar:
+            model.train()
+            order = torch.from_numpy(epoch_order(self.seed, 0, epoch, n)).to(self.device_)
+            total = 0.0
+            for a in range(0, n, bs):
+                xb = Xt[order[a : a + bs]]
+                loss = ((model(xb)[1] - xb) ** 2).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(xb)
+                steps += 1
+            hist["train"].append(total / n)
+            if Xv is not None:
+                hist["val"].append(reconstruction_mse(model, Xv))
+            val = hist["val"][-1] if hist["val"] else float("nan")
+            bar.set_postfix(train=f"{hist['train'][-1]:.5f}", val=f"{val:.5f}")
+            log.info(
+                "CAE epoch %d/%d: train mse %.6f, val mse %.6f",
+                epoch + 1, self.epochs, hist["train"][-1], val,
+            )  # fmt: skip
+        return hist, steps
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Embeddings ``(n, embedding_dim)`` float32 (the embedded layer of Table 3.2)."""
+        check_is_fitted(self, "model_")
+        return encode(self.model_, as_images(X))
+
+    def reconstruct(self, X: Any) -> np.ndarray:
+        """Reconstructions, float32, with the shape of ``X`` (``(n, px, px)`` or
+        ``(n, 1, px, px)``), as in Fig. 3.5."""
+        check_is_fitted(self, "model_")
+        rec = reconstruct_with(self.model_, as_images(X))
+        return rec[:, 0] if np.ndim(X) == 3 else rec
+
+    def reconstruction_mse(self, X: Any) -> float:
+        """Per-pixel MSE of the reconstructions of ``X`` (the "MSE error" of Table 3.4)."""
+        check_is_fitted(self, "model_")
+        return reconstruction_mse(self.model_, as_images(X))
+
+    def get_model(self) -> CAE:
+        """A deep copy of the trained :class:`CAE`."""
+        check_is_fitted(self, "model_")
+        return copy.deepcopy(self.model_)

@@ -1,0 +1,560 @@
+"""DEC, DCEC and IDEC clustering heads on the pretrained CAE of Quarenghi's thesis.
+
+All three share the clustering layer and the self-training loop of DEC (Xie, Girshick and
+Farhadi, "Unsupervised Deep Embedding for Clustering Analysis", ICML 2016, Sec. 3.1), as the
+thesis describes it in Sec. 2.2-2.3:
+
+* soft assignment, Student's t kernel (DEC Eq. 1, thesis Eq. 2.3, ``alpha = 1``)::
+
+      q_ij = (1 + |z_i - mu_j|^2 / alpha)^(-(alpha+1)/2) / sum_j' (same for j')
+
+* target distribution (DEC Eq. 3, thesis Eq. 2.5), ``f_j = sum_i q_ij``::
+
+      p_ij = (q_ij^2 / f_j) / sum_j' (q_ij'^2 / f_j')
+
+* clustering loss ``L_c = KL(P || Q)`` (DEC Eq. 2, thesis Eq. 2.4). As in Keras' ``kld`` used by
+  the reference code of DEC/IDEC/DCEC (github.com/XifengGuo), a minibatch loss is the sum over
+  clusters averaged over the samples of the batch.
+
+Training (thesis Sec. 2.2 "Initialization and optimization" and 2.3.3; DCEC's ``fit``):
+
+1. take a pretrained :class:`~medclust.models.cae.CAE` (pretraining = ``gamma = 0``);
+2. k-means (``n_init = 20``, DEC Sec. 3.2 / the reference code) on the embeddings of all
+   training images gives the initial centres ``mu_j`` and labels (the "k-means + CAE" row of
+   Tables 3.4 and 3.6, kept as ``init_labels_``);
+3. every ``update_interval`` = T optimiser iterations, ``Q`` is computed on the *whole* training
+   set, ``P`` is recomputed from it and held fixed until the next update; the labels
+   ``argmax_j q_ij`` are compared with those of the previous update (the k-means labels at the
+   first) and training stops once the fraction that changed is below ``tol`` (DEC Sec. 3,
+   thesis Sec. 2.2/2.3.3), or after ``max_iter`` iterations;
+4. between updates, Adam (thesis Sec. 2.2 and 2.3.3) steps on minibatches of the loss, jointly
+   on the network weights and the centres ``mu_j`` (the clustering layer's weights).
+
+The three heads differ in the loss only:
+
+* :class:`DEC` discards the decoder; ``L = L_c`` (thesis Sec. 2.2, Table 3.3).
+* :class:`DCEC` keeps the decoder; ``L = L_r + gamma L_c`` with ``L_r`` the per-pixel MSE of the
+  reconstruction (Guo, Liu, Zhu and Yin, "Deep Clustering with Convolutional Autoencoders",
+  ICONIP 2017; thesis Eq. 2.6) and ``gamma = 0.01`` (thesis Sec. 2.3.3; Guo et al. use 0.1).
+* :class:`IDEC` (Guo, Gao, Liu and Yin, "Improved Deep Embedded Clustering with Local Structure
+  Preservation", IJCAI 2017) is the same objective as DCEC -- DCEC *is* IDEC with a
+  convolutional autoencoder. Here it runs on the thesis' CAE too, so the *only* difference from
+  :class:`DCEC` is ``gamma = 0.1`` (IDEC's and DCEC's published value) instead of the thesis'
+  0.01. It is a parameter preset, not a separate algorithm.
+
+Deviation from the reference code: it cycles through the training set in its stored order; here
+every pass over the data uses a fresh permutation (from ``(seed, pass)``), because a data set
+stored class by class (as the thesis' CT / MRI / PET folders may be) would otherwise give
+single-class minibatches.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, clone
+from sklearn.cluster import KMeans
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+from tqdm.auto import tqdm
+
+from medclust.models.cae import (
+    CAE,
+    CAEEmbedding,
+    as_images,
+    check_positive_int,
+    encode,
+    epoch_order,
+    reconstruct_with,
+)
+from medclust.models.cae import reconstruction_mse as _reconstruction_mse
+from medclust.models.common import INFER_BATCH, torch_numerics
+from medclust.runtime import select_device
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- the equations
+
+
+def _log_soft_assignment(z: torch.Tensor, centers: torch.Tensor, alpha: float) -> torch.Tensor:
+    # log of DEC Eq. 1 as a log-softmax of -(alpha+1)/2 log(1 + d^2/alpha): exact, and finite
+    # however far a point lies from every centre. Squared distances are formed explicitly (no
+    # |z|^2 - 2 z.mu + |mu|^2 cancellation).
+    d2 = ((z[:, None, :] - centers[None, :, :]) ** 2).sum(-1)
+    return torch.log_softmax(-0.5 * (alpha + 1.0) * torch.log1p(d2 / alpha), dim=1)
+
+
+def soft_assignment(z: Any, centers: Any, alpha: float = 1.0) -> Any:
+    """Student's t soft assignment ``q_ij`` of DEC Eq. 1 (thesis Eq. 2.3).
+
+    ``z`` is ``(n, d)``, ``centers`` ``(k, d)``; returns ``(n, k)`` with rows summing to 1.
+    Torch tensors in, a tensor out (differentiable); NumPy arrays in, a NumPy array out.
+    """
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha!r}")
+    if torch.is_tensor(z):
+        return _log_soft_assignment(z, torch.as_tensor(centers).to(z), float(alpha)).exp()
+    zt = torch.as_tensor(np.asarray(z))
+    ct = torch.as_tensor(np.asarray(centers)).to(zt)
+    return _log_soft_assignment(zt, ct, float(alpha)).exp().numpy()
+
+
+def target_distribution(q: Any) -> Any:
+    """Auxiliary target ``p_ij = (q_ij^2 / f_j) / sum_j' (q_ij'^2 / f_j')``, ``f_j = sum_i q_ij``
+    (DEC Eq. 3, thesis Eq. 2.5). Torch or NumPy, ``(n, k)`` -> ``(n, k)``."""
+    if torch.is_tensor(q):
+        w = q**2 / q.sum(0, keepdim=True)
+        return w / w.sum(1, keepdim=True)
+    q = np.asarray(q)
+    w = q**2 / q.sum(0, keepdims=True)
+    return w / w.sum(1, keepdims=True)
+
+
+def kl_divergence(p: Any, q: Any) -> Any:
+    """``KL(P || Q) = sum_j p_ij log(p_ij / q_ij)`` averaged over the rows ``i`` (DEC Eq. 2,
+    thesis Eq. 2.4, normalised per sample like Keras' ``kld``); ``0 log 0 = 0``.
+
+    Torch tensors give a (differentiable) scalar tensor, NumPy arrays a float.
+    """
+    if torch.is_tensor(q):
+        p = torch.as_tensor(p).to(q)
+        tiny = torch.finfo(q.dtype).tiny
+        return (torch.special.xlogy(p, p) - p * torch.log(q.clamp_min(tiny))).sum(1).mean()
+    return float(kl_divergence(torch.as_tensor(np.asarray(p)), torch.as_tensor(np.asarray(q))))
+
+
+def joint_loss(
+    x: torch.Tensor, x_rec: torch.Tensor, p: torch.Tensor, q: torch.Tensor, gamma: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DCEC/IDEC objective ``L = L_r + gamma L_c`` (thesis Eq. 2.6) on a minibatch.
+
+    ``L_r`` is the mean squared error per pixel (Keras' ``mse``, the thesis' "MSE error"),
+    ``L_c = KL(P || Q)`` per :func:`kl_divergence`. Returns ``(L, L_r, L_c)``.
+    """
+    rec = ((x_rec - x) ** 2).mean()
+    kl = kl_divergence(p, q)
+    return rec + gamma * kl, rec, kl
+
+
+# --------------------------------------------------------------------------- shared estimator
+
+
+class _KLClustering(ClusterMixin, TransformerMixin, BaseEstimator):
+    """The loop shared by :class:`DEC`, :class:`DCEC` and :class:`IDEC` (see module docstring).
+
+    Subclasses set ``_keep_decoder`` and ``_name`` and, when they keep the decoder, a
+    ``gamma`` parameter.
+    """
+
+    _keep_decoder = False
+    _name = "DEC"
+
+    def __init__(
+        self,
+        n_clusters: int = 3,
+        pretrained: CAE | CAEEmbedding | None = None,
+        update_interval: int = 140,
+        tol: float = 1e-3,
+        max_iter: int = 20000,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        alpha: float = 1.0,
+        kmeans_n_init: int = 20,
+        seed: int = 0,
+        device: str = "cpu",
+        verbose: bool = False,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.pretrained = pretrained
+        self.update_interval = update_interval
+        self.tol = tol
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.lr = lr
+        self.alpha = alpha
+        self.kmeans_n_init = kmeans_n_init
+        self.seed = seed
+        self.device = device
+        self.verbose = verbose
+
+    # ----------------------------------------------------------------- public API
+
+    def fit(self, X: Any, y: Any = None) -> _KLClustering:
+        """Pretrain if needed, initialise by k-means, then self-train until ``tol`` or
+        ``max_iter``. ``y`` is ignored."""
+        Xn = as_images(X)
+        self._validate(Xn)
+        self.device_ = select_device(self.device)
+        with torch_numerics():
+            self._fit(Xn)
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Cluster labels ``argmax_j q_ij`` (int64)."""
+        return self.predict_proba(X).argmax(1).astype(np.int64)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Soft assignments ``q`` (DEC Eq. 1), ``(n, n_clusters)`` float32."""
+        check_is_fitted(self, "encoder_")
+        return self._soft(self.transform(X))
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Embeddings of the fine-tuned encoder, ``(n, embedding_dim)`` float32."""
+        check_is_fitted(self, "encoder_")
+        return encode(self.encoder_, as_images(X))
+
+    def pretrained_embedding(self, X: Any) -> np.ndarray:
+        """Embeddings of the CAE as it was before clustering (the "k-means + CAE" features;
+        label them with ``KMeans``-style nearest ``init_centers_``)."""
+        check_is_fitted(self, "pretrained_model_")
+        return encode(self.pretrained_model_, as_images(X))
+
+    def kl_divergence(self, X: Any) -> float:
+        """``KL(P || Q)`` on ``X``, ``P`` the target distribution of ``X``'s own ``Q`` (the
+        "KL div" of Tables 3.5-3.6 when ``X`` is the training set; ``kl_`` holds that value)."""
+        q = self.predict_proba(X).astype(np.float64)
+        return kl_divergence(target_distribution(q), q)
+
+    # ----------------------------------------------------------------- internals
+
+    def _soft(self, Z: np.ndarray) -> np.ndarray:
+        z = torch.from_numpy(np.ascontiguousarray(Z, dtype=np.float32))
+        c = torch.from_numpy(np.ascontiguousarray(self.cluster_centers_, dtype=np.float32))
+        out = [
+            _log_soft_assignment(z[a : a + INFER_BATCH], c, float(self.alpha)).exp()
+            for a in range(0, max(len(z), 1), INFER_BATCH)
+        ]
+        return torch.cat(out).numpy()
+
+    def _validate(self, Xn: np.ndarray) -> None:
+        for name in ("n_clusters", "update_interval", "batch_size", "kmeans_n_init"):
+            check_positive_int(self, name)
+        for name in ("max_iter", "seed"):
+            check_positive_int(self, name, 0)
+        if not 0.0 <= float(self.tol) <= 1.0:
+            raise ValueError(f"tol must be in [0, 1], got {self.tol!r}")
+        if not float(self.lr) > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not float(self.alpha) > 0:
+            raise ValueError(f"alpha must be > 0, got {self.alpha!r}")
+        if self._keep_decoder and not float(self.gamma) >= 0:
+            raise ValueError(f"gamma must be >= 0, got {self.gamma!r}")
+        if len(Xn) < self.n_clusters:
+            raise ValueError(f"{len(Xn)} images cannot form n_clusters={self.n_clusters} clusters")
+        p = self.pretrained
+        if p is not None and not isinstance(p, CAE | CAEEmbedding):
+            raise TypeError(f"pretrained must be a CAE or CAEEmbedding, got {type(p).__name__}")
+
+    def _pretrain(self, Xn: np.ndarray) -> tuple[CAE, dict | None]:
+        """The pretrained CAE (a fresh copy) and its pretraining history, if known."""
+        p = self.pretrained
+        if isinstance(p, CAE):
+            cae, hist = p, None
+        elif isinstance(p, CAEEmbedding) and hasattr(p, "model_"):
+            cae, hist = p.model_, p.history_
+        else:  # None or an unfitted CAEEmbedding: pretrain here, on the same data
+            est = CAEEmbedding(seed=self.seed, device=self.device) if p is None else clone(p)
+            if p is None:
+                est.set_params(batch_size=self.batch_size, lr=self.lr, verbose=self.verbose)
+            log.info("%s: pretraining %r", self._name, est)
+            est.fit(Xn)
+            cae, hist = est.model_, est.history_
+        if cae.in_px != Xn.shape[2]:
+            raise ValueError(f"pretrained CAE takes {cae.in_px} px images, X has {Xn.shape[2]}")
+        return copy.deepcopy(cae).to(self.device_), hist
+
+    def _full_pass(self, net: nn.Module, centers: torch.Tensor, Xt: torch.Tensor):
+        """``q`` on the whole set and, with a decoder, the summed squared reconstruction error."""
+        net.eval()
+        qs, sse = [], 0.0
+        with torch.no_grad():
+            for a in range(0, len(Xt), INFER_BATCH):
+                xb = Xt[a : a + INFER_BATCH]
+                if self._keep_decoder:
+                    z, rec = net(xb)
+                    sse += float(((rec.double() - xb.double()) ** 2).sum())
+                else:
+                    z = net(xb)
+                qs.append(_log_soft_assignment(z, centers, float(self.alpha)).exp())
+        net.train()
+        return torch.cat(qs), sse
+
+    def _loss(self, net: nn.Module, xb: torch.Tensor, pb: torch.Tensor, centers: torch.Tensor):
+        if self._keep_decoder:
+            z, rec = net(xb)
+            q = _log_soft_assignment(z, centers, float(self.alpha)).exp()
+            return joint_loss(xb, rec, pb, q, float(self.gamma))[0]
+        q = _log_soft_assignment(net(xb), centers, float(self.alpha)).exp()
+        return kl_divergence(pb, q)
+
+    def _fit(self, Xn: np.ndarray) -> None:
+        cae, pre_hist = self._pretrain(Xn)
+        self.pretrained_model_ = copy.deepcopy(cae).eval()
+        self.pretrain_history_ = pre_hist
+        n, T, bs = len(Xn), int(self.update_interval), int(self.batch_size)
+        max_iter = int(self.max_iter)
+
+        # ---- initialisation: k-means on the pretrained embedding (DEC Sec. 3.2)
+        Z0 = encode(cae, Xn)
+        km = KMeans(int(self.n_clusters), n_init=int(self.kmeans_n_init), random_state=self.seed)
+        km.fit(Z0)
+        self.init_labels_ = km.labels_.astype(np.int64)
+        self.init_centers_ = km.cluster_centers_.astype(np.float32)
+        self.init_inertia_ = float(km.inertia_)
+        log.info("%s: k-means initialisation, inertia %.5g", self._name, km.inertia_)
+
+        net: nn.Module = cae if self._keep_decoder else cae.encoder  # DEC drops the decoder
+        net.train()
+        centers = nn.Parameter(torch.from_numpy(self.init_centers_.copy()).to(self.device_))
+        opt = torch.optim.Adam([*net.parameters(), centers], lr=float(self.lr))
+        Xt = torch.from_numpy(Xn).to(self.device_)
+
+        hist: dict[str, list[float]] = {"iteration": [], "changed": [], "kl": [], "loss": []}
+        if self._keep_decoder:
+            hist["reconstruction"] = []
+        last = torch.from_numpy(self.init_labels_).to(self.device_)
+        order = torch.empty(0, dtype=torch.long)
+        n_pass = pos = 0
+        loss_sum, loss_n = 0.0, 0
+        converged = False
+        P = None
+        it = 0
+        bar = tqdm(total=max_iter, desc=self._name, disable=not self.verbose)
+        while True:
+            if it % T == 0 or it >= max_iter:
+                # ---- target update on the whole training set (DEC Sec. 3.1, thesis Sec. 2.3.3)
+                q, sse = self._full_pass(net, centers.detach(), Xt)
+                P = target_distribution(q)
+                labels = q.argmax(1)
+                changed = float((labels != last).double().mean())
+                last = labels
+                hist["iteration"].append(it)
+                hist["changed"].append(changed)
+                hist["kl"].append(float(kl_divergence(P.double(), q.double())))
+                hist["loss"].append(loss_sum / loss_n if loss_n else float("nan"))
+                if self._keep_decoder:
+                    hist["reconstruction"].append(sse / Xn.size)
+                loss_sum, loss_n = 0.0, 0
+                bar.set_postfix(kl=f"{hist['kl'][-1]:.4f}", changed=f"{changed:.4f}")
+                log.info(
+                    "%s iter %d: KL %.5f, changed %.4f%s", self._name, it, hist["kl"][-1],
+                    changed, f", mse {hist['reconstruction'][-1]:.6f}" if self._keep_decoder else "",
+                )  # fmt: skip
+                if it > 0 and changed < float(self.tol):
+                    converged = True
+                    log.info("%s: %.4f < tol %g changed at iteration %d", self._name, changed,
+                             self.tol, it)  # fmt: skip
+                    break
+                if it >= max_iter:
+                    break
+            # ---- one Adam step on a minibatch, P fixed
+            if pos >= len(order):
+                order = torch.from_numpy(epoch_order(self.seed, 1, n_pass, n)).to(self.device_)
+                n_pass, pos = n_pass + 1, 0
+            idx = order[pos : pos + bs]
+            pos += bs
+            loss = self._loss(net, Xt[idx], P[idx], centers)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            loss_n += len(idx)
+            it += 1
+            bar.update(1)
+        bar.close()
+
+        # ---- fitted attributes
+        net.eval()
+        cae.eval()
+        self.encoder_ = cae.encoder
+        if self._keep_decoder:
+            self.autoencoder_ = cae
+        self.cluster_centers_ = centers.detach().cpu().numpy().astype(np.float32)
+        self.labels_ = last.cpu().numpy().astype(np.int64)
+        self.history_ = hist
+        self.n_iter_ = it
+        self.converged_ = converged
+        self.kl_ = hist["kl"][-1]
+        if not converged:
+            log.warning("%s stopped at max_iter=%d before reaching tol", self._name, max_iter)
+
+
+# --------------------------------------------------------------------------- the three heads
+
+
+class DEC(_KLClustering):
+    """Deep Embedded Clustering (Xie et al. 2016) on the thesis' CAE (thesis Sec. 2.2, Table 3.3).
+
+    The decoder is discarded; the encoder and the clustering layer (the centres ``mu_j``) are
+    fine-tuned on ``KL(P || Q)`` alone. See the module docstring for the loop.
+
+    Parameters
+    ----------
+    n_clusters : int, default 3
+        CT / MRI / PET (thesis Sec. 3.1).
+    pretrained : CAE, CAEEmbedding or None
+        The pretrained autoencoder. A :class:`CAE` (e.g. ``CAEEmbedding.model_``) or a fitted
+        :class:`CAEEmbedding` is deep-copied and left untouched; an unfitted
+        :class:`CAEEmbedding` is cloned and fitted on ``X``; ``None`` pretrains
+        ``CAEEmbedding(seed=seed, batch_size=batch_size, lr=lr)`` (embedding dimension 3) on
+        ``X``. Note that ``sklearn.base.clone`` turns a fitted :class:`CAEEmbedding` into an
+        unfitted one (so the clone pretrains again); pass the :class:`CAE` module to share one
+        pretrained network between clones.
+    update_interval : int, default 140
+        T, iterations between target updates. The thesis uses "every T iterations" without a
+        value; 140 is DCEC's (experimental setup and reference code) and IDEC's for MNIST,
+        where it is half an epoch. With the thesis' 693 training images and batches of 256 it
+        is 52 epochs; a value near one epoch (3 iterations) is the closer analogue.
+    tol : float, default 0.001
+        Stop when fewer than this fraction of labels change between two target updates
+        (thesis Sec. 2.2 "tol%" without a value; 0.1 % is the value of DEC's and DCEC's
+        experiments and ``tol=0.001`` in DCEC's and IDEC's reference code).
+    max_iter : int, default 20000
+        Iteration cap (DCEC's and IDEC's reference code, ``maxiter=2e4``).
+    batch_size : int, default 256
+        Not in the thesis; DEC's and DCEC's.
+    lr : float, default 0.001
+        Adam learning rate (thesis Sec. 2.2: Adam, no rate; 0.001 is DCEC's, Adam with
+        Keras' default parameters).
+    alpha : float, default 1.0
+        Degrees of freedom of the Student's t kernel (thesis Sec. 2.2, DEC Eq. 1).
+    kmeans_n_init : int, default 20
+        k-means restarts of the initialisation (DEC Sec. 3.2 and the reference code).
+    seed : int, default 0
+        Seeds k-means, the per-pass minibatch order (``default_rng([seed, 1, pass])``) and,
+        when pretraining here, the CAE.
+    device : str, default "cpu"
+        "cpu", "cuda[:N]" or "auto". Repeat fits are bit-identical on the CPU with a fixed
+        number of torch threads (deterministic kernels, denormals flushed; restored after).
+    verbose : bool, default False
+        tqdm progress bar; every target update is logged at INFO either way.
+
+    Attributes
+    ----------
+    labels_ : (n,) int64 -- ``argmax_j q_ij`` of the training images at the last target update.
+    cluster_centers_ : (n_clusters, embedding_dim) float32 -- the centres ``mu_j``.
+    init_labels_, init_centers_, init_inertia_ -- k-means on the pretrained embedding: the
+        "k-means + CAE" baseline of Tables 3.4 and 3.6.
+    history_ : dict of lists, one entry per target update (the first at iteration 0, the last
+        at the stop): ``iteration``; ``changed`` (fraction of labels that changed since the
+        previous update, the k-means labels for the first); ``kl`` (``KL(P || Q)`` on the whole
+        training set with the freshly computed ``P``); ``loss`` (mean minibatch loss of the
+        iterations since the previous update, NaN for the first); for DCEC/IDEC also
+        ``reconstruction`` (per-pixel MSE on the whole training set).
+    kl_ : float -- ``history_["kl"][-1]``, the "KL div" of Tables 3.5-3.6.
+    n_iter_ : int -- optimiser iterations run.
+    converged_ : bool -- whether the ``tol`` criterion stopped training (else ``max_iter``).
+    encoder_ : nn.Sequential -- the fine-tuned encoder.
+    pretrained_model_ : CAE -- a copy of the CAE before clustering.
+    pretrain_history_ : dict or None -- ``CAEEmbedding.history_`` of the pretraining, if known.
+    device_ : torch.device
+    """
+
+    _keep_decoder = False
+    _name = "DEC"
+
+
+class DCEC(_KLClustering):
+    """Deep Convolutional Embedded Clustering (Guo et al., ICONIP 2017; thesis Sec. 2.3).
+
+    Keeps the decoder and minimises ``L = L_r + gamma L_c`` (:func:`joint_loss`) over the
+    encoder, decoder and centres, with the update schedule and stopping rule of :class:`DEC`.
+
+    Parameters
+    ----------
+    gamma : float, default 0.01
+        Weight of the clustering loss: 0.01 is the thesis' (Sec. 2.3.3); Guo et al. use 0.1
+        (that value is :class:`IDEC`'s default here).
+    others
+        As :class:`DEC` (same defaults and sources).
+
+    Attributes
+    ----------
+    As :class:`DEC`, plus ``autoencoder_`` (the fine-tuned :class:`CAE`; its ``encoder`` is
+    ``encoder_``), ``history_["reconstruction"]`` and ``reconstruction_mse_`` (per-pixel MSE
+    on the training set at the stop, the "MSE error" of Tables 3.5-3.6).
+    """
+
+    _keep_decoder = True
+    _name = "DCEC"
+
+    def __init__(
+        self,
+        n_clusters: int = 3,
+        pretrained: CAE | CAEEmbedding | None = None,
+        gamma: float = 0.01,
+        update_interval: int = 140,
+        tol: float = 1e-3,
+        max_iter: int = 20000,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        alpha: float = 1.0,
+        kmeans_n_init: int = 20,
+        seed: int = 0,
+        device: str = "cpu",
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(
+            n_clusters=n_clusters, pretrained=pretrained, update_interval=update_interval,
+            tol=tol, max_iter=max_iter, batch_size=batch_size, lr=lr, alpha=alpha,
+            kmeans_n_init=kmeans_n_init, seed=seed, device=device, verbose=verbose,
+        )  # fmt: skip
+        self.gamma = gamma
+
+    @property
+    def reconstruction_mse_(self) -> float:
+        check_is_fitted(self, "autoencoder_")
+        return self.history_["reconstruction"][-1]
+
+    def reconstruct(self, X: Any) -> np.ndarray:
+        """Reconstructions by the fine-tuned CAE, shaped like ``X`` (Fig. 3.8)."""
+        check_is_fitted(self, "autoencoder_")
+        rec = reconstruct_with(self.autoencoder_, as_images(X))
+        return rec[:, 0] if np.ndim(X) == 3 else rec
+
+    def reconstruction_mse(self, X: Any) -> float:
+        """Per-pixel MSE of the fine-tuned CAE on ``X`` (the "MSE error" of Table 3.5)."""
+        check_is_fitted(self, "autoencoder_")
+        return _reconstruction_mse(self.autoencoder_, as_images(X))
+
+
+class IDEC(DCEC):
+    """IDEC (Guo, Gao, Liu and Yin, IJCAI 2017) on the thesis' CAE: :class:`DCEC` with
+    ``gamma = 0.1``.
+
+    IDEC and DCEC have the same objective ``L_r + gamma KL(P || Q)``, the same schedule and the
+    same stopping rule; Guo et al. pair IDEC with a dense autoencoder and DCEC with a
+    convolutional one. Both run on the thesis' CAE here, so the only difference between the
+    two classes is the default ``gamma``: 0.1, the value of the IDEC and DCEC papers and of
+    their reference code, against the thesis' 0.01 for :class:`DCEC`.
+    """
+
+    _name = "IDEC"
+
+    def __init__(
+        self,
+        n_clusters: int = 3,
+        pretrained: CAE | CAEEmbedding | None = None,
+        gamma: float = 0.1,
+        update_interval: int = 140,
+        tol: float = 1e-3,
+        max_iter: int = 20000,
+        batch_size: int = 256,
+        lr: float = 1e-3,
+        alpha: float = 1.0,
+        kmeans_n_init: int = 20,
+        seed: int = 0,
+        device: str = "cpu",
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(
+            n_clusters=n_clusters, pretrained=pretrained, gamma=gamma,
+            update_interval=update_interval, tol=tol, max_iter=max_iter,
+            batch_size=batch_size, lr=lr, alpha=alpha, kmeans_n_init=kmeans_n_init,
+            seed=seed, device=device, verbose=verbose,
+        )  # fmt: skip
