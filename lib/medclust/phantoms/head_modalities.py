@@ -77,6 +77,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from medclust.cohort import CaseData, write_cohort
+from medclust.phantoms.params import fail, integer, merged, number, numbers
 
 log = logging.getLogger(__name__)
 
@@ -116,80 +117,51 @@ _LABEL_OF_TISSUE = np.array([0, 1, 1, 1, 2, 2, 3, 4, 5], np.uint8)
 # --------------------------------------------------------------------------- parameters
 
 
-def _fail(param: str, msg: str, value) -> ValueError:
-    return ValueError(f"{NAME}: {param} {msg}, got {value!r}")
-
-
-def _is_number(v) -> bool:
-    return not isinstance(v, bool) and isinstance(v, int | float | np.number) and np.isfinite(v)
-
-
-def _int(params: dict, key: str, minimum: int) -> int:
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise _fail(key, f"must be an integer >= {minimum}", value)
-    return int(value)
-
-
-def _float(params: dict, key: str, lo: float, hi: float) -> float:
-    value = params[key]
-    if not _is_number(value) or not lo <= float(value) <= hi:
-        raise _fail(key, f"must be a number in [{lo}, {hi}]", value)
-    return float(value)
-
-
 def _counts(value) -> dict[str, int]:
     if isinstance(value, Mapping):
         if set(value) != set(MODALITIES):
-            raise _fail("counts", f"must have exactly the keys {list(MODALITIES)}", value)
+            raise fail(NAME, "counts", f"must have exactly the keys {list(MODALITIES)}", value)
         items = [value[m] for m in MODALITIES]
     elif isinstance(value, Sequence | np.ndarray) and not isinstance(value, str | bytes):
         items = list(value)
     else:
-        raise _fail("counts", f"must map {list(MODALITIES)} to image counts", value)
+        raise fail(NAME, "counts", f"must map {list(MODALITIES)} to image counts", value)
     ok = len(items) == len(MODALITIES) and all(
         not isinstance(v, bool) and isinstance(v, int | np.integer) and v >= 1 for v in items
     )
     if not ok:
-        raise _fail("counts", f"must give an integer >= 1 for each of {list(MODALITIES)}", value)
+        raise fail(
+            NAME, "counts", f"must give an integer >= 1 for each of {list(MODALITIES)}", value
+        )
     return {m: int(v) for m, v in zip(MODALITIES, items, strict=True)}
-
-
-def _pair_or_triple(params: dict, key: str, n: int) -> tuple[float, ...]:
-    value = params[key]
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
-        raise _fail(key, f"must be a sequence of {n} numbers", value)
-    items = list(value)
-    if len(items) != n or not all(_is_number(v) for v in items):
-        raise _fail(key, f"must be a sequence of {n} numbers", value)
-    return tuple(float(v) for v in items)
 
 
 def validate_params(params: dict) -> dict:
     """Merge ``params`` into :data:`DEFAULTS` and check every value; raise ``ValueError`` (or
     ``TypeError`` for an unknown name) naming the offending parameter."""
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise TypeError(f"{NAME}: unknown parameter(s) {unknown}; known: {sorted(DEFAULTS)}")
-    p = {**DEFAULTS, **params}
+    p = merged(NAME, DEFAULTS, params)
     out = {
-        "seed": _int(p, "seed", 0),
+        "seed": integer(NAME, p, "seed", 0),
         "counts": _counts(p["counts"]),
-        "size": _int(p, "size", 32),
-        "fov_mm": _float(p, "fov_mm", 160.0, 320.0),
-        "difficulty": _float(p, "difficulty", 0.0, 1.0),
+        "size": integer(NAME, p, "size", 32),
+        "fov_mm": number(NAME, p, "fov_mm", 160.0, 320.0),
+        "difficulty": number(NAME, p, "difficulty", 0.0, 1.0),
     }
     if out["size"] > 1024:
-        raise _fail("size", "must be at most 1024", p["size"])
-    split = _pair_or_triple(p, "split", 3)
+        raise fail(NAME, "size", "must be at most 1024", p["size"])
+    split = numbers(NAME, p, "split", 3)
     if min(split) < 0 or abs(sum(split) - 1.0) > 1e-6:
-        raise _fail(
-            "split", "must be 3 non-negative fractions (train, val, test) summing to 1", p["split"]
+        raise fail(
+            NAME,
+            "split",
+            "must be 3 non-negative fractions (train, val, test) summing to 1",
+            p["split"],
         )
     out["split"] = split
-    lo, hi = _pair_or_triple(p, "slice_range_mm", 2)
+    lo, hi = numbers(NAME, p, "slice_range_mm", 2)
     if not _SLICE_LIMITS[0] <= lo <= hi <= _SLICE_LIMITS[1]:
-        raise _fail(
+        raise fail(
+            NAME,
             "slice_range_mm",
             f"must be (low, high) with {_SLICE_LIMITS[0]} <= low <= high <= {_SLICE_LIMITS[1]}",
             p["slice_range_mm"],

@@ -59,6 +59,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from medclust.cohort import CaseData, write_cohort
+from medclust.phantoms.params import fail, integer, merged, number, numbers
 
 log = logging.getLogger(__name__)
 
@@ -109,64 +110,25 @@ _FAT_SHIFT = 0.03  # mean intensity rise of the fat classes (fraction of parench
 # --------------------------------------------------------------------------- parameters
 
 
-def _fail(param: str, msg: str, value) -> ValueError:
-    return ValueError(f"{NAME}: {param} {msg}, got {value!r}")
-
-
-def _int(params: dict, key: str, minimum: int) -> int:
-    value = params[key]
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise _fail(key, f"must be an integer >= {minimum}", value)
-    return int(value)
-
-
-def _seq(params: dict, key: str, n: int, kind: type, minimum: float) -> tuple:
-    value = params[key]
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
-        raise _fail(key, f"must be a sequence of {n} numbers", value)
-    items = list(value)
-    ok = len(items) == n and all(
-        not isinstance(v, bool)
-        and isinstance(v, (int, np.integer) if kind is int else (int, float, np.number))
-        and np.isfinite(v)
-        and v >= minimum
-        for v in items
-    )
-    if not ok:
-        what = "integers" if kind is int else "numbers"
-        raise _fail(key, f"must be {n} {what} >= {minimum}", value)
-    return tuple(kind(v) for v in items)
-
-
 def validate_params(params: dict) -> dict:
     """Merge ``params`` into :data:`DEFAULTS` and check every value; raise ``ValueError`` (or
     ``TypeError`` for an unknown name) naming the offending parameter."""
-    unknown = sorted(set(params) - set(DEFAULTS))
-    if unknown:
-        raise TypeError(f"{NAME}: unknown parameter(s) {unknown}; known: {sorted(DEFAULTS)}")
-    p = {**DEFAULTS, **params}
+    p = merged(NAME, DEFAULTS, params)
     out = {
-        "seed": _int(p, "seed", 0),
-        "n_cases": _int(p, "n_cases", 1),
-        "grade_counts": _seq(p, "grade_counts", 4, int, 0),
-        "shape": _seq(p, "shape", 3, int, 1),
-        "spacing": _seq(p, "spacing", 3, float, 0.0),
+        "seed": integer(NAME, p, "seed", 0),
+        "n_cases": integer(NAME, p, "n_cases", 1),
+        "grade_counts": numbers(NAME, p, "grade_counts", 4, int, 0),
+        "shape": numbers(NAME, p, "shape", 3, int, 1),
+        "spacing": numbers(NAME, p, "spacing", 3, float, 0.0),
+        "difficulty": number(NAME, p, "difficulty", 0.0, 1.0),
+        "region_scale_mm": number(NAME, p, "region_scale_mm", 2.0, 50.0),
     }
     if sum(out["grade_counts"]) == 0:
-        raise _fail("grade_counts", "must have a positive sum", p["grade_counts"])
+        raise fail(NAME, "grade_counts", "must have a positive sum", p["grade_counts"])
     if min(out["shape"][:2]) < 24:
-        raise _fail("shape", "must be at least 24 voxels in-plane (x, y)", p["shape"])
+        raise fail(NAME, "shape", "must be at least 24 voxels in-plane (x, y)", p["shape"])
     if min(out["spacing"]) <= 0:
-        raise _fail("spacing", "must be positive", p["spacing"])
-    for key in ("difficulty", "region_scale_mm"):
-        value = p[key]
-        if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-            raise _fail(key, "must be a number", value)
-        out[key] = float(value)
-    if not 0.0 <= out["difficulty"] <= 1.0:
-        raise _fail("difficulty", "must be in [0, 1]", p["difficulty"])
-    if not 2.0 <= out["region_scale_mm"] <= 50.0:
-        raise _fail("region_scale_mm", "must be in [2, 50] mm", p["region_scale_mm"])
+        raise fail(NAME, "spacing", "must be positive", p["spacing"])
     return out
 
 

@@ -1,0 +1,54 @@
+"""Checks of phantom generator parameters; every error names the generator and the parameter."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def fail(generator: str, param: str, msg: str, value) -> ValueError:
+    return ValueError(f"{generator}: {param} {msg}, got {value!r}")
+
+
+def merged(generator: str, defaults: dict, params: dict) -> dict:
+    """``defaults`` updated by ``params``; a name not in ``defaults`` is a ``TypeError``."""
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise TypeError(f"{generator}: unknown parameter(s) {unknown}; known: {sorted(defaults)}")
+    return {**defaults, **params}
+
+
+def _is_number(value, kind: type = float) -> bool:
+    allowed = (int, np.integer) if kind is int else (int, float, np.number)
+    return not isinstance(value, bool) and isinstance(value, allowed) and math.isfinite(value)
+
+
+def integer(generator: str, params: dict, key: str, minimum: int) -> int:
+    value = params[key]
+    if not _is_number(value, int) or value < minimum:
+        raise fail(generator, key, f"must be an integer >= {minimum}", value)
+    return int(value)
+
+
+def number(generator: str, params: dict, key: str, lo: float, hi: float) -> float:
+    value = params[key]
+    if not _is_number(value) or not lo <= float(value) <= hi:
+        raise fail(generator, key, f"must be a number in [{lo}, {hi}]", value)
+    return float(value)
+
+
+def numbers(
+    generator: str, params: dict, key: str, n: int, kind: type = float, minimum: float = -math.inf
+) -> tuple:
+    """A sequence of exactly ``n`` finite numbers (integers if ``kind is int``) >= ``minimum``."""
+    value = params[key]
+    what = "integers" if kind is int else "numbers"
+    bound = f" >= {minimum}" if minimum > -math.inf else ""
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence | np.ndarray):
+        raise fail(generator, key, f"must be a sequence of {n} {what}{bound}", value)
+    items = list(value)
+    if len(items) != n or not all(_is_number(v, kind) and v >= minimum for v in items):
+        raise fail(generator, key, f"must be {n} {what}{bound}", value)
+    return tuple(kind(v) for v in items)
