@@ -47,6 +47,20 @@ def write_tiny_cohort(root: Path, n: int = 3, **kwargs) -> Path:
     )
 
 
+def run_notebook(notebook: str, parameters: dict, out_dir: Path) -> None:
+    """Execute ``notebooks/<notebook>.ipynb`` with papermill as the DVC stages do."""
+    import papermill as pm
+
+    pm.execute_notebook(
+        str(ROOT / "notebooks" / f"{notebook}.ipynb"),
+        str(out_dir / "out.ipynb"),
+        parameters=parameters,
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(ROOT),
+    )
+
+
 @pytest.fixture
 def tiny_cohort(tmp_path) -> Path:
     return write_tiny_cohort(tmp_path / "tiny")

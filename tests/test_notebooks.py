@@ -15,7 +15,7 @@ import nbformat
 import papermill as pm
 import pytest
 import yaml
-from conftest import ROOT, write_tiny_cohort
+from conftest import ROOT, run_notebook, write_tiny_cohort
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -132,14 +132,7 @@ def smoke_params(notebook, tmp_path):
 @pytest.mark.parametrize("notebook", sorted(STAGES))
 def test_notebook_runs_in_smoke_mode(notebook, tmp_path):
     params = smoke_params(notebook, tmp_path)
-    pm.execute_notebook(
-        str(ROOT / "notebooks" / f"{notebook}.ipynb"),
-        str(tmp_path / "out.ipynb"),
-        parameters=params,
-        kernel_name="python3",
-        progress_bar=False,
-        cwd=str(ROOT),
-    )
+    run_notebook(notebook, params, tmp_path)
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics
     assert list((tmp_path / "report" / "figures").glob("*.png"))
@@ -160,14 +153,7 @@ def test_same_params_same_numbers(notebook, tmp_path):
     runs = []
     for name in ("a", "b"):
         params = smoke_params(notebook, tmp_path / name)
-        pm.execute_notebook(
-            str(ROOT / "notebooks" / f"{notebook}.ipynb"),
-            str(tmp_path / name / "out.ipynb"),
-            parameters=params,
-            kernel_name="python3",
-            progress_bar=False,
-            cwd=str(ROOT),
-        )
+        run_notebook(notebook, params, tmp_path / name)
         report = tmp_path / name / "report"
         tables = {p.name: p.read_text() for p in sorted((report / "tables").glob("*.csv"))}
         runs.append((_metrics_without_runtime(report / "metrics.json"), tables))

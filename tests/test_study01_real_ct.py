@@ -8,9 +8,8 @@ import json
 import nibabel as nib
 import numpy as np
 import pandas as pd
-import papermill as pm
 import pytest
-from conftest import ROOT
+from conftest import run_notebook
 from test_notebooks import SMOKE_CDCN
 
 from medclust.cohort import CaseData, write_cohort
@@ -42,18 +41,15 @@ def test_cdcn_notebook_on_real_ct(shared_data, tmp_path):
         description="TotalSegmentator example CT, liver mask",
     )
     report = tmp_path / "report"
-    pm.execute_notebook(
-        str(ROOT / "notebooks" / "01_cdcn_texture_signatures.ipynb"),
-        str(tmp_path / "out.ipynb"),
-        parameters={
+    run_notebook(
+        "01_cdcn_texture_signatures",
+        {
             "cohort": str(cohort),
             "report_dir": str(report),
             "checkpoint_dir": str(tmp_path / "ckpt"),
             **SMOKE_CDCN,
         },
-        kernel_name="python3",
-        progress_bar=False,
-        cwd=str(ROOT),
+        tmp_path,
     )
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["n_cases"] == 4 and "texture_nmi" not in metrics

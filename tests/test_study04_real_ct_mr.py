@@ -8,9 +8,8 @@ import json
 import nibabel as nib
 import numpy as np
 import pandas as pd
-import papermill as pm
 import pytest
-from conftest import ROOT
+from conftest import run_notebook
 from test_notebooks import SMOKE_CAE_DEC
 
 from medclust.cohort import CaseData, write_cohort
@@ -45,13 +44,10 @@ def test_cae_dec_notebook_on_real_ct_and_mr(shared_data, tmp_path):
         description="TotalSegmentator example CT and MR",
     )
     report = tmp_path / "report"
-    pm.execute_notebook(
-        str(ROOT / "notebooks" / "04_cae_dec_dcec.ipynb"),
-        str(tmp_path / "out.ipynb"),
-        parameters={"cohort": str(cohort), "report_dir": str(report), **SMOKE_CAE_DEC},
-        kernel_name="python3",
-        progress_bar=False,
-        cwd=str(ROOT),
+    run_notebook(
+        "04_cae_dec_dcec",
+        {"cohort": str(cohort), "report_dir": str(report), **SMOKE_CAE_DEC},
+        tmp_path,
     )
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["n_test"] > 0 and metrics["n_train"] > metrics["n_test"]

@@ -168,10 +168,14 @@ def extract_patches(
 # --------------------------------------------------------------------------- sampling
 
 
-def _eligible_centres(roi: np.ndarray, shape: tuple[int, int], min_inside: float) -> np.ndarray:
+def _eligible_centres(
+    roi: np.ndarray, shape: tuple[int, int], min_inside: float, candidates: np.ndarray | None = None
+) -> np.ndarray:
+    """ROI voxels (or the given ``candidates``) whose window has at least ``min_inside`` of its
+    voxels in the full ROI."""
     if not 0.0 <= float(min_inside) <= 1.0:
         raise ValueError(f"min_inside must lie in [0, 1], got {min_inside!r}")
-    cand = np.argwhere(roi)
+    cand = np.argwhere(roi) if candidates is None else candidates
     if min_inside > 0 and len(cand):
         cand = cand[_inside_fraction(roi, shape, cand) >= min_inside]
     return cand
@@ -232,13 +236,8 @@ def sliding_window_centres(
     kx, ky = stride_voxels(stride_mm, spacing)
     on_grid = np.zeros_like(roi)
     on_grid[::kx, ::ky, :] = True
-    cand = np.argwhere(roi & on_grid)
-    if not 0.0 <= float(min_inside) <= 1.0:
-        raise ValueError(f"min_inside must lie in [0, 1], got {min_inside!r}")
-    if min_inside > 0 and len(cand):
-        # the inside fraction is measured against the full ROI, not the grid-thinned one
-        cand = cand[_inside_fraction(roi, shape, cand) >= min_inside]
-    return cand
+    # the inside fraction is measured against the full ROI, not the grid-thinned one
+    return _eligible_centres(roi, shape, min_inside, np.argwhere(roi & on_grid))
 
 
 def sliding_window_patches(

@@ -32,13 +32,12 @@ momentum; Adam is what later PyTorch reimplementations use and needs no learning
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
+import io
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medclust.models.common import INFER_BATCH, as_image_batch, torch_numerics
+from medclust.outputs import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -175,18 +175,11 @@ def _state_digest(state: dict[str, torch.Tensor]) -> str:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename, so a crash mid-write never
-    leaves a truncated checkpoint behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Serialise to memory, then write atomically, so a crash mid-write never leaves a
+    truncated checkpoint behind."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _cpu(state: dict[str, Any]) -> dict[str, Any]:
