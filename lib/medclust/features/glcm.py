@@ -1,0 +1,776 @@
+"""Grey level co-occurrence matrices (GLCM) and Haralick features in 3D, as IBSI defines them,
+and their dense sampling in local windows for population studies of routine CT.
+
+Standard. Matrices and features follow the Image Biomarker Standardisation Initiative
+(Zwanenburg et al., "The Image Biomarker Standardisation Initiative", IBSI reference manual,
+arXiv:1612.07003), section "Grey level co-occurrence based features"; discretisation follows
+its section "Intensity discretisation". The features go back to Haralick, Shanmugam and
+Dinstein (1973), "Textural features for image classification".
+
+Study. The population-clustering paper of study 05 (Sec. 2, "Feature Extraction", item 1)
+"densely sample[s] Haralick features of orientation independent Gray-Level Co-occurrence
+Matrices"; :func:`dense_haralick` does that: centres on a regular grid inside the mask, one
+window of fixed physical size around each centre, GLCM features that aggregate all 13 3D
+directions (hence independent of orientation up to the voxel lattice).
+
+Conventions, shared by every function here:
+
+* Volumes are 3D arrays, axes ``(x, y, z)`` as stored in the NIfTI file. The 13 unique
+  directions of 26-connectivity are :data:`DIRECTIONS` (lexicographic order, the order of the
+  IBSI digital-phantom matrices); offsets in voxels are ``distance * direction`` (IBSI uses
+  Chebyshev distance ``delta``; offsets are in voxels whatever the spacing, as in IBSI).
+* Grey levels are integers ``1..n_levels`` (see :func:`discretise`). A voxel pair is counted
+  only when both voxels lie inside the image and inside the mask. Every matrix is symmetric:
+  the pair ``(x, x + offset)`` adds one to ``M[i, j]`` and one to ``M[j, i]`` (IBSI), so
+  ``M[d] = C_d + C_d^T`` where ``C_d`` counts ordered pairs.
+* Matrices are indexed from 0: ``M[..., i - 1, j - 1]`` counts grey levels ``(i, j)``.
+* Entropies use ``log2`` and ``0 log 0 = 0``.
+* Aggregation (IBSI "3D, averaged" and "3D, merged"): ``"3d_averaged"`` computes the features
+  of each direction's matrix and averages them over the directions that hold at least one pair;
+  ``"3d_merged"`` sums the 13 matrices and computes the features of the sum.
+* Degenerate matrices (one grey level only, e.g. a constant window) have an undefined
+  correlation (zero marginal variance) and information correlation 1 (zero marginal entropy).
+  We set ``correlation = 1`` (pyradiomics' convention for a flat region) and
+  ``information_correlation_1 = 0``. A constant window at level ``g`` therefore gives:
+  ``joint_maximum = angular_second_moment = 1``; ``joint_average = g``; ``sum_average = 2 g``;
+  ``autocorrelation = g**2``; ``inverse_difference``, ``inverse_difference_moment`` and both
+  normalised versions ``= 1``; ``correlation = 1``; every other feature ``= 0``.
+  A matrix without any pair has no features (NaN in :func:`dense_haralick`; an error in
+  :func:`glcm_features`).
+
+Dense sampling (:func:`dense_haralick`). A window of ``window_mm`` has half-width
+``r_a = floor(window_mm / (2 s_a))`` voxels along axis ``a`` of spacing ``s_a``, i.e.
+``2 r_a + 1`` voxels (the odd count nearest to ``window_mm / s_a``, rounding up at ties), so the
+window is symmetric about its centre and a 90-degree rotation or a flip of the volume maps
+windows onto windows. Windows that cross the image border are truncated (only in-image pairs
+count), which equals cropping the window out of the image. Grid centres lie at
+``step_a // 2 + k step_a`` along each axis, ``step_a = max(1, round_half_up(step_mm / s_a))``,
+and are kept where the mask is set; the grid is anchored at the first voxel so that volumes in
+a common reference space (after spatial normalisation) share it.
+
+Implementation: for each of the 13 offsets the pair code ``(i - 1) L + (j - 1)`` (or a sentinel
+for pairs with a voxel outside the mask) is built once on the whole volume; the local histogram
+of a window is a ``bincount`` over the box of pair anchors whose partner also falls in the
+window (a box of ``2 r_a + 1 - |offset_a|`` voxels per axis), for all centres of a chunk at
+once. Features are then computed from the non-zero cells of the matrices (a window holds far
+fewer pairs than ``L**2`` cells at CT bin numbers) and from their ``L``-sized marginals. This is
+exact and has no Python loop over centres.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from functools import cached_property
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: The 13 unique directions of 26-connectivity in array-axis coordinates, lexicographic order.
+DIRECTIONS = np.array(
+    [
+        (0, 0, 1),
+        (0, 1, -1),
+        (0, 1, 0),
+        (0, 1, 1),
+        (1, -1, -1),
+        (1, -1, 0),
+        (1, -1, 1),
+        (1, 0, -1),
+        (1, 0, 0),
+        (1, 0, 1),
+        (1, 1, -1),
+        (1, 1, 0),
+        (1, 1, 1),
+    ],
+    dtype=np.int64,
+)
+
+#: Every IBSI GLCM feature (IBSI codes in brackets in :func:`glcm_features`), in IBSI order.
+FEATURE_NAMES: tuple[str, ...] = (
+    "joint_maximum",
+    "joint_average",
+    "joint_variance",
+    "joint_entropy",
+    "difference_average",
+    "difference_variance",
+    "difference_entropy",
+    "sum_average",
+    "sum_variance",
+    "sum_entropy",
+    "angular_second_moment",
+    "contrast",
+    "dissimilarity",
+    "inverse_difference",
+    "normalised_inverse_difference",
+    "inverse_difference_moment",
+    "normalised_inverse_difference_moment",
+    "inverse_variance",
+    "correlation",
+    "autocorrelation",
+    "cluster_tendency",
+    "cluster_shade",
+    "cluster_prominence",
+    "information_correlation_1",
+    "information_correlation_2",
+)
+
+#: Default features of :func:`dense_haralick`: Haralick et al. (1973) f1-f13 under their IBSI
+#: names (f1 angular second moment, f2 contrast, f3 correlation, f4 sum of squares = joint
+#: variance, f5 inverse difference moment, f6 sum average, f7 sum variance, f8 sum entropy,
+#: f9 entropy = joint entropy, f10 difference variance, f11 difference entropy, f12/f13
+#: information measures of correlation). f14, the maximal correlation coefficient, is not an
+#: IBSI feature and is left out.
+HARALICK_FEATURES: tuple[str, ...] = (
+    "angular_second_moment",
+    "contrast",
+    "correlation",
+    "joint_variance",
+    "inverse_difference_moment",
+    "sum_average",
+    "sum_variance",
+    "sum_entropy",
+    "joint_entropy",
+    "difference_variance",
+    "difference_entropy",
+    "information_correlation_1",
+    "information_correlation_2",
+)
+
+AGGREGATIONS: tuple[str, ...] = ("3d_merged", "3d_averaged")
+
+#: Bound on the matrix cells (centres x directions x L^2) that dense sampling holds at once.
+_MAX_CELLS_PER_CHUNK = 4_000_000
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _round_half_up(v: float) -> int:
+    # round() rounds half to even; 2.5 mm steps at 1 mm and 3.5 mm at 1 mm must behave alike.
+    return int(math.floor(v + 0.5))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _positive_int(value, name: str, minimum: int = 1) -> int:
+    if not _is_int(value) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _positive_number(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    if not (math.isfinite(float(value)) and float(value) > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _spacing(spacing) -> np.ndarray:
+    try:
+        sp = np.asarray(spacing, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"spacing must be 3 positive finite numbers, got {spacing!r}") from None
+    if sp.shape != (3,) or not (np.all(np.isfinite(sp)) and np.all(sp > 0)):
+        raise ValueError(f"spacing must be 3 positive finite numbers, got {spacing!r}")
+    return sp
+
+
+def _volume_and_mask(image, mask) -> tuple[np.ndarray, np.ndarray]:
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise ValueError(f"image must be a 3D array, got shape {image.shape}")
+    if mask is None:
+        return image, np.ones(image.shape, dtype=bool)
+    mask = np.asarray(mask)
+    if mask.shape != image.shape:
+        raise ValueError(f"mask shape {mask.shape} differs from image shape {image.shape}")
+    return image, mask.astype(bool)
+
+
+def _grey_levels(image, mask, n_levels) -> tuple[np.ndarray, np.ndarray, int]:
+    """Integer grey levels (0 outside the mask), the mask and ``n_levels``, all checked."""
+    n_levels = _positive_int(n_levels, "n_levels")
+    image, mask = _volume_and_mask(image, mask)
+    inside = image[mask]
+    if not np.issubdtype(image.dtype, np.integer):
+        if not np.all(np.isfinite(inside)):
+            raise ValueError("image holds NaN or infinite voxels inside the mask")
+        if np.any(inside != np.round(inside)):
+            raise ValueError(
+                "image must hold integer grey levels 1..n_levels inside the mask (discretise it "
+                "first with medclust.features.glcm.discretise)"
+            )
+    if inside.size and (inside.min() < 1 or inside.max() > n_levels):
+        raise ValueError(
+            f"image grey levels inside the mask span [{inside.min()}, {inside.max()}], outside "
+            f"1..n_levels={n_levels}"
+        )
+    levels = np.zeros(image.shape, dtype=np.int64)
+    levels[mask] = inside.astype(np.int64)
+    return levels, mask, n_levels
+
+
+def _feature_list(features) -> tuple[str, ...]:
+    if features is None:
+        return FEATURE_NAMES
+    if isinstance(features, str):
+        features = (features,)
+    features = tuple(features)
+    unknown = [f for f in features if f not in FEATURE_NAMES]
+    if unknown or not features:
+        raise ValueError(
+            f"features must be a non-empty selection of {list(FEATURE_NAMES)}, got unknown "
+            f"{unknown or features!r}"
+        )
+    return features
+
+
+def _aggregation(aggregation) -> str:
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    return aggregation
+
+
+# --------------------------------------------------------------------------- discretisation
+
+
+def discretise(
+    image,
+    mask=None,
+    n_bins: int | None = None,
+    bin_width: float | None = None,
+    lower: float | None = None,
+    upper: float | None = None,
+) -> tuple[np.ndarray, int]:
+    """Discretise intensities into grey levels ``1..n_levels`` (IBSI "Intensity discretisation").
+
+    Exactly one of
+
+    * ``n_bins`` -- fixed bin number (FBN): ``X_d = floor(N_g (X - X_min) / (X_max - X_min)) + 1``
+      with ``X_d = N_g`` at ``X = X_max``; ``X_min``, ``X_max`` are the extremes inside the mask.
+      A constant ROI gets level 1. Returns ``n_levels = n_bins``.
+    * ``bin_width`` -- fixed bin size (FBS), the IBSI choice for CT in HU:
+      ``X_d = floor((X - X_min) / w_b) + 1`` with ``X_min = lower`` (the lower bound of the
+      re-segmentation range, e.g. -1000 HU) or the mask minimum when ``lower`` is None.
+      Voxels below ``lower`` go to level 1 and, when ``upper`` is given, voxels above
+      ``upper`` go to the level of ``upper`` (clipping; this module does no re-segmentation).
+      ``n_levels`` is the level of ``upper`` when given (the same for every volume of a
+      cohort), else the highest level inside the mask.
+
+    ``lower``/``upper`` apply to fixed bin size only. Returns ``(levels, n_levels)``: ``levels``
+    is an int32 array of the image's shape, 0 outside the mask.
+    """
+    image, mask = _volume_and_mask(image, mask)
+    if not mask.any():
+        raise ValueError("mask is empty: nothing to discretise")
+    values = image[mask].astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ValueError("image holds NaN or infinite voxels inside the mask")
+    if (n_bins is None) == (bin_width is None):
+        raise ValueError(
+            f"give exactly one of n_bins (fixed bin number) and bin_width (fixed bin size), got "
+            f"n_bins={n_bins!r}, bin_width={bin_width!r}"
+        )
+    levels = np.zeros(image.shape, dtype=np.int32)
+    if n_bins is not None:
+        n_bins = _positive_int(n_bins, "n_bins")
+        if lower is not None or upper is not None:
+            raise ValueError(
+                "lower and upper apply to bin_width (fixed bin size) only; fixed bin number "
+                f"uses the mask's range, got lower={lower!r}, upper={upper!r}"
+            )
+        lo, hi = values.min(), values.max()
+        if hi == lo:
+            levels[mask] = 1
+            return levels, n_bins
+        binned = np.floor(n_bins * (values - lo) / (hi - lo)).astype(np.int64) + 1
+        levels[mask] = np.clip(binned, 1, n_bins)
+        return levels, n_bins
+
+    width = _positive_number(bin_width, "bin_width")
+    lo = values.min() if lower is None else _finite(lower, "lower")
+    binned = np.floor((values - lo) / width).astype(np.int64) + 1
+    if upper is not None:
+        upper = _finite(upper, "upper")
+        if upper < lo:
+            raise ValueError(f"upper must be >= lower ({lo:g}), got {upper!r}")
+        n_levels = int(np.floor((upper - lo) / width)) + 1
+    else:
+        n_levels = int(max(binned.max(), 1))
+    levels[mask] = np.clip(binned, 1, n_levels)
+    return levels, n_levels
+
+
+def _finite(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+# --------------------------------------------------------------------------- matrices
+
+
+def _pair_codes(levels: np.ndarray, mask: np.ndarray, n_levels: int, offset) -> np.ndarray:
+    """Per anchor voxel ``x``: ``(level(x) - 1) L + level(x + offset) - 1`` when both voxels are
+    in the image and the mask, else the sentinel ``L**2``."""
+    sentinel = n_levels * n_levels
+    codes = np.full(levels.shape, sentinel, dtype=np.int32)
+    src, dst = [], []
+    for d, n in zip(offset, levels.shape, strict=True):
+        d = int(d)
+        if abs(d) >= n:
+            return codes
+        src.append(slice(max(0, -d), n - max(0, d)))
+        dst.append(slice(max(0, d), n - max(0, -d)))
+    src, dst = tuple(src), tuple(dst)
+    both = mask[src] & mask[dst]
+    pair = (levels[src] - 1) * n_levels + (levels[dst] - 1)
+    codes[src] = np.where(both, pair, sentinel)
+    return codes
+
+
+def glcm_matrices(image, mask, n_levels: int, distance: int = 1) -> np.ndarray:
+    """Symmetric 3D co-occurrence matrices of the 13 directions (IBSI, "Grey level co-occurrence
+    matrix"), shape ``(13, n_levels, n_levels)``, integer counts.
+
+    ``image`` holds grey levels ``1..n_levels`` inside ``mask`` (None: every voxel); matrix ``k``
+    belongs to ``DIRECTIONS[k]`` at Chebyshev distance ``distance`` and counts every voxel pair
+    ``(x, x + distance * DIRECTIONS[k])`` with both voxels in the mask, once as ``(i, j)`` and
+    once as ``(j, i)``.
+    """
+    distance = _positive_int(distance, "distance")
+    levels, mask, n_levels = _grey_levels(image, mask, n_levels)
+    n_codes = n_levels * n_levels
+    out = np.empty((len(DIRECTIONS), n_levels, n_levels), dtype=np.int64)
+    for k, direction in enumerate(DIRECTIONS):
+        codes = _pair_codes(levels, mask, n_levels, distance * direction)
+        counts = np.bincount(codes.ravel(), minlength=n_codes + 1)[:n_codes]
+        ordered = counts.reshape(n_levels, n_levels)
+        out[k] = ordered + ordered.T
+    return out
+
+
+# --------------------------------------------------------------------------- features
+
+
+def _entropy(p: np.ndarray, axis) -> np.ndarray:
+    """Shannon entropy in bits along ``axis`` with ``0 log 0 = 0``."""
+    log_p = np.log2(p, out=np.zeros_like(p), where=p > 0)
+    return -(p * log_p).sum(axis=axis)
+
+
+class _GLCMStats:
+    """Probabilities, marginals and moments of ``n_groups`` co-occurrence matrices given by their
+    non-zero cells; each feature reads the quantities it needs (computed once, lazily).
+
+    A window's matrix has at most as many non-zero cells as the window has voxel pairs, far fewer
+    than ``L**2`` at CT bin numbers, so only the four sums over cells (joint maximum, joint
+    entropy, angular second moment, ``sum i j p``) run over the cells; every other feature is a
+    function of the ``(n_groups, L)`` marginals ``p_{i.}``, ``p_{.j}`` and of the diagonal and
+    cross-diagonal distributions ``p_{i-j}``, ``p_{i+j}`` (notation of the IBSI manual).
+
+    ``group``, ``row``, ``col`` (0-based grey levels) and ``count`` describe the cells, sorted by
+    ``group``; a group without cells has ``total == 0`` and gets NaN features.
+    """
+
+    def __init__(self, group, row, col, count, n_groups: int, n_levels: int):
+        self.group = np.asarray(group, dtype=np.int64)
+        self.row = np.asarray(row, dtype=np.int64)
+        self.col = np.asarray(col, dtype=np.int64)
+        self.n_groups, self.n_levels = int(n_groups), int(n_levels)
+        count = np.asarray(count, dtype=np.float64)
+        self.total = self._sum_over_cells(count)
+        self.p = count / self.total[self.group]
+        self.levels = np.arange(1, self.n_levels + 1, dtype=np.float64)
+        self.k_diff = np.arange(self.n_levels, dtype=np.float64)
+        self.k_sum = np.arange(2, 2 * self.n_levels + 1, dtype=np.float64)
+
+    @classmethod
+    def from_dense(cls, counts: np.ndarray) -> _GLCMStats:
+        """From matrices ``(n_groups, L, L)``."""
+        group, row, col = np.nonzero(counts)
+        return cls(group, row, col, counts[group, row, col], counts.shape[0], counts.shape[-1])
+
+    def _histogram(self, bin_of_cell: np.ndarray, n_bins: int) -> np.ndarray:
+        flat = np.bincount(self.group * n_bins + bin_of_cell, self.p, self.n_groups * n_bins)
+        return flat.astype(np.float64, copy=False).reshape(self.n_groups, n_bins)
+
+    def _sum_over_cells(self, values: np.ndarray) -> np.ndarray:
+        # astype: bincount of no cells at all returns integers
+        sums = np.bincount(self.group, values, minlength=self.n_groups)
+        return sums.astype(np.float64, copy=False)
+
+    @cached_property
+    def p_row(self) -> np.ndarray:  # p_{i.}
+        return self._histogram(self.row, self.n_levels)
+
+    @cached_property
+    def p_col(self) -> np.ndarray:  # p_{.j}
+        return self._histogram(self.col, self.n_levels)
+
+    @cached_property
+    def p_diff(self) -> np.ndarray:  # p_{i-j}(k), k = |i - j| = 0..L-1
+        return self._histogram(np.abs(self.row - self.col), self.n_levels)
+
+    @cached_property
+    def p_sum(self) -> np.ndarray:  # p_{i+j}(k), k = i + j = 2..2L (stored from index 0)
+        return self._histogram(self.row + self.col, 2 * self.n_levels - 1)
+
+    @cached_property
+    def joint_maximum(self) -> np.ndarray:
+        out = np.zeros(self.n_groups)
+        if self.p.size:
+            first = np.flatnonzero(np.diff(self.group, prepend=-1))  # cells sorted by group
+            out[self.group[first]] = np.maximum.reduceat(self.p, first)
+        return out
+
+    @cached_property
+    def sum_ij_p(self) -> np.ndarray:  # sum_ij i j p_ij
+        return self._sum_over_cells((self.row + 1.0) * (self.col + 1.0) * self.p)
+
+    @cached_property
+    def mu_row(self) -> np.ndarray:
+        return self.p_row @ self.levels
+
+    @cached_property
+    def mu_col(self) -> np.ndarray:
+        return self.p_col @ self.levels
+
+    @cached_property
+    def sd_row(self) -> np.ndarray:
+        dev = self.levels - self.mu_row[:, None]
+        return np.sqrt(np.maximum((dev**2 * self.p_row).sum(-1), 0.0))
+
+    @cached_property
+    def sd_col(self) -> np.ndarray:
+        dev = self.levels - self.mu_col[:, None]
+        return np.sqrt(np.maximum((dev**2 * self.p_col).sum(-1), 0.0))
+
+    @cached_property
+    def diff_average(self) -> np.ndarray:
+        return self.p_diff @ self.k_diff
+
+    @cached_property
+    def sum_average(self) -> np.ndarray:
+        return self.p_sum @ self.k_sum
+
+    def sum_central_moment(self, order: int) -> np.ndarray:
+        # i + j - mu_i. - mu_.j = k - mu_{x+y}: the cluster features are moments of p_{i+j}.
+        dev = self.k_sum - self.sum_average[:, None]
+        weighted = self.p_sum
+        for _ in range(order):  # repeated products: much faster than a float power
+            weighted = weighted * dev
+        return weighted.sum(-1)
+
+    @cached_property
+    def hxy(self) -> np.ndarray:  # joint entropy
+        return -self._sum_over_cells(self.p * np.log2(self.p))  # cells hold p > 0 only
+
+    @cached_property
+    def hx(self) -> np.ndarray:
+        return _entropy(self.p_row, axis=-1)
+
+    @cached_property
+    def hy(self) -> np.ndarray:
+        return _entropy(self.p_col, axis=-1)
+
+    @cached_property
+    def hxy1(self) -> np.ndarray:
+        # IBSI: HXY1 = -sum_ij p_ij log2(p_i. p_.j). Summing over j first (sum_j p_ij = p_i.)
+        # gives exactly HX + HY.
+        return self.hx + self.hy
+
+    @cached_property
+    def hxy2(self) -> np.ndarray:
+        # IBSI: HXY2 = -sum_ij p_i. p_.j log2(p_i. p_.j) = HX + HY as well (sum_j p_.j = 1).
+        return self.hx + self.hy
+
+
+def _correlation(s: _GLCMStats) -> np.ndarray:
+    cross = s.sum_ij_p - s.mu_row * s.mu_col
+    denom = s.sd_row * s.sd_col
+    flat = denom <= 1e-12  # a single grey level: correlation undefined, 1 by convention
+    return np.where(flat, 1.0, cross / np.where(flat, 1.0, denom))
+
+
+def _information_correlation_1(s: _GLCMStats) -> np.ndarray:
+    denom = np.maximum(s.hx, s.hy)
+    flat = denom <= 1e-12  # a single grey level: undefined, 0 by convention
+    return np.where(flat, 0.0, (s.hxy - s.hxy1) / np.where(flat, 1.0, denom))
+
+
+def _information_correlation_2(s: _GLCMStats) -> np.ndarray:
+    return np.sqrt(np.clip(1.0 - np.exp(-2.0 * (s.hxy2 - s.hxy)), 0.0, None))
+
+
+#: IBSI feature -> its formula on the statistics of a batch of matrices. IBSI codes in comments.
+_FEATURES = {
+    "joint_maximum": lambda s: s.joint_maximum,  # GYBY
+    "joint_average": lambda s: s.mu_row,  # 60VM
+    "joint_variance": lambda s: ((s.levels - s.mu_row[:, None]) ** 2 * s.p_row).sum(-1),  # UR99
+    "joint_entropy": lambda s: s.hxy,  # TU9B
+    "difference_average": lambda s: s.diff_average,  # TF7R
+    "difference_variance": lambda s: (  # D3YU
+        (s.k_diff - s.diff_average[:, None]) ** 2 * s.p_diff
+    ).sum(-1),
+    "difference_entropy": lambda s: _entropy(s.p_diff, axis=-1),  # NTRS
+    "sum_average": lambda s: s.sum_average,  # ZGXS
+    "sum_variance": lambda s: s.sum_central_moment(2),  # OEEB
+    "sum_entropy": lambda s: _entropy(s.p_sum, axis=-1),  # P6QZ
+    "angular_second_moment": lambda s: s._sum_over_cells(s.p * s.p),  # 8ZQL
+    "contrast": lambda s: s.p_diff @ s.k_diff**2,  # ACUI
+    "dissimilarity": lambda s: s.p_diff @ s.k_diff,  # 8S9J
+    "inverse_difference": lambda s: s.p_diff @ (1.0 / (1.0 + s.k_diff)),  # IB1Z
+    "normalised_inverse_difference": lambda s: (  # NDRX
+        s.p_diff @ (1.0 / (1.0 + s.k_diff / s.n_levels))
+    ),
+    "inverse_difference_moment": lambda s: s.p_diff @ (1.0 / (1.0 + s.k_diff**2)),  # WF0Z
+    "normalised_inverse_difference_moment": lambda s: (  # 1QCO
+        s.p_diff @ (1.0 / (1.0 + (s.k_diff / s.n_levels) ** 2))
+    ),
+    "inverse_variance": lambda s: s.p_diff[:, 1:] @ (1.0 / s.k_diff[1:] ** 2),  # E8JP
+    "correlation": _correlation,  # NI2N
+    "autocorrelation": lambda s: s.sum_ij_p,  # QWB0
+    "cluster_tendency": lambda s: s.sum_central_moment(2),  # DG8W
+    "cluster_shade": lambda s: s.sum_central_moment(3),  # 7NFM
+    "cluster_prominence": lambda s: s.sum_central_moment(4),  # AE86
+    "information_correlation_1": _information_correlation_1,  # R8DG
+    "information_correlation_2": _information_correlation_2,  # JN9H
+}
+
+
+def _group_features(stats: _GLCMStats, names: Sequence[str]) -> np.ndarray:
+    """Features ``(n_groups, len(names))`` of every matrix, NaN for matrices without pairs."""
+    values = np.empty((stats.n_groups, len(names)))
+    for column, name in enumerate(names):
+        values[:, column] = _FEATURES[name](stats)
+    values[stats.total <= 0] = np.nan
+    return values
+
+
+def _mean_over_directions(per_direction: np.ndarray) -> np.ndarray:
+    """``(..., D, F)`` -> ``(..., F)``: mean over the directions that hold pairs (not NaN)."""
+    present = ~np.isnan(per_direction)
+    n_present = present.sum(axis=-2)
+    total = np.where(present, per_direction, 0.0).sum(axis=-2)
+    return np.where(n_present > 0, total / np.maximum(n_present, 1), np.nan)
+
+
+def glcm_features(
+    matrices, aggregation: str = "3d_merged", features: Sequence[str] | None = None
+) -> dict[str, float]:
+    """IBSI GLCM features of the direction matrices from :func:`glcm_matrices`.
+
+    ``matrices``: ``(n_directions, L, L)`` non-negative counts (normally the 13 of
+    :func:`glcm_matrices`; the grey levels are ``1..L`` and ``L`` is the ``N_g`` of the
+    normalised inverse differences). ``aggregation``: ``"3d_merged"`` (sum the matrices, then
+    features) or ``"3d_averaged"`` (features per direction, mean over the directions that hold
+    pairs), IBSI "3D, merged" / "3D, averaged". ``features``: names from
+    :data:`FEATURE_NAMES` (default: all), returned in that order as ``{name: value}``.
+
+    Definitions (``p_ij`` the normalised matrix, ``p_{i-j}``/``p_{i+j}`` the diagonal and
+    cross-diagonal probabilities, ``mu``/``sigma`` of the marginals, ``H`` entropies in bits):
+    joint maximum ``max p``; joint average ``sum i p``; joint variance ``sum (i - mu)^2 p``;
+    joint entropy ``H(p)``; difference average/variance/entropy and sum average/variance/entropy
+    are mean, variance and entropy of ``p_{i-j}`` and ``p_{i+j}``; angular second moment
+    ``sum p^2``; contrast ``sum (i-j)^2 p``; dissimilarity ``sum |i-j| p``; inverse difference
+    ``sum p / (1 + |i-j|)`` (normalised: ``|i-j| / N_g``); inverse difference moment
+    ``sum p / (1 + (i-j)^2)`` (normalised: ``(i-j)^2 / N_g^2``); inverse variance
+    ``sum_{i != j} p / (i-j)^2``; correlation ``(sum i j p - mu_i mu_j) / (sigma_i sigma_j)``;
+    autocorrelation ``sum i j p``; cluster tendency/shade/prominence
+    ``sum (i + j - mu_i - mu_j)^{2,3,4} p``; information correlation 1
+    ``(HXY - HXY1) / max(HX, HY)`` and 2 ``sqrt(1 - exp(-2 (HXY2 - HXY)))``. See the module
+    docstring for the values of degenerate (single grey level) matrices.
+    """
+    aggregation = _aggregation(aggregation)
+    names = _feature_list(features)
+    counts = np.asarray(matrices, dtype=np.float64)
+    if counts.ndim != 3 or counts.shape[1] != counts.shape[2] or counts.shape[0] < 1:
+        raise ValueError(f"matrices must have shape (n_directions, L, L), got {np.shape(matrices)}")
+    if not np.all(np.isfinite(counts)) or np.any(counts < 0):
+        raise ValueError("matrices must hold non-negative finite counts")
+    if counts.sum() <= 0:
+        raise ValueError("matrices hold no voxel pairs (is the mask empty or one voxel thick?)")
+    if aggregation == "3d_merged":
+        values = _group_features(_GLCMStats.from_dense(counts.sum(axis=0, keepdims=True)), names)
+    else:
+        values = _mean_over_directions(_group_features(_GLCMStats.from_dense(counts), names))
+    return {name: float(v) for name, v in zip(names, values.reshape(-1), strict=True)}
+
+
+# --------------------------------------------------------------------------- dense sampling
+
+
+def window_radius_voxels(window_mm: float, spacing) -> tuple[int, int, int]:
+    """Half-widths ``r_a = floor(window_mm / (2 s_a))``: the window spans ``2 r_a + 1`` voxels,
+    the odd count nearest to ``window_mm / s_a`` (e.g. 10 mm at ``(1, 1, 2.5)`` mm gives
+    ``(5, 5, 2)``, i.e. 11 x 11 x 5 voxels). ``ValueError`` naming ``window_mm`` when an axis
+    would get a single voxel (no co-occurrence along it)."""
+    sp = _spacing(spacing)
+    size = _positive_number(window_mm, "window_mm")
+    # A hair of slack so that e.g. 6 mm at 1.2 mm (5 voxels) survives float rounding.
+    radius = tuple(int(math.floor(size / (2 * s) + 1e-9)) for s in sp)
+    if min(radius) < 1:
+        raise ValueError(
+            f"window_mm={size:g} spans a single voxel along some axis at spacing "
+            f"{tuple(float(s) for s in sp)} mm; it must cover at least 3 voxels per axis "
+            f"(>= {2 * sp.max():g} mm)"
+        )
+    return radius
+
+
+def grid_step_voxels(step_mm: float, spacing) -> tuple[int, int, int]:
+    """Grid steps ``max(1, round_half_up(step_mm / s_a))`` voxels per axis."""
+    sp = _spacing(spacing)
+    step = _positive_number(step_mm, "step_mm")
+    return tuple(max(1, _round_half_up(step / s)) for s in sp)
+
+
+def grid_centres(mask, spacing, step_mm: float) -> np.ndarray:
+    """Centres ``step_a // 2 + k step_a`` (voxel indices) of a regular grid where ``mask`` is set,
+    shape ``(N, 3)``, in C order."""
+    mask = np.asarray(mask).astype(bool)
+    if mask.ndim != 3:
+        raise ValueError(f"mask must be a 3D array, got shape {mask.shape}")
+    steps = grid_step_voxels(step_mm, spacing)
+    axes = [np.arange(st // 2, n, st) for st, n in zip(steps, mask.shape, strict=True)]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+    return grid[mask[grid[:, 0], grid[:, 1], grid[:, 2]]]
+
+
+def _window_anchor_boxes(
+    levels: np.ndarray, mask: np.ndarray, n_levels: int, distance: int, radius: Sequence[int]
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per direction: the flat pair-code volume (padded by ``radius`` with the sentinel), the
+    flat offsets of a window's anchor box and the shift from a centre to the box's first voxel.
+
+    The anchors ``x`` whose pair ``(x, x + offset)`` lies in the window ``[c - r, c + r]`` form
+    a box of ``2 r + 1 - |offset|`` voxels per axis starting at ``c - r + max(0, -offset)``,
+    i.e. at ``c + max(0, -offset)`` in padded coordinates.
+    """
+    radius = np.asarray(radius, dtype=np.int64)
+    pad = [(int(r), int(r)) for r in radius]
+    boxes = []
+    for direction in DIRECTIONS:
+        offset = distance * direction
+        codes = _pair_codes(levels, mask, n_levels, offset)
+        codes = np.pad(codes, pad, constant_values=n_levels * n_levels)
+        strides = np.array([codes.shape[1] * codes.shape[2], codes.shape[2], 1])
+        box = np.indices(2 * radius + 1 - np.abs(offset)).reshape(3, -1).T @ strides
+        boxes.append((codes.ravel(), box.astype(np.int64), np.maximum(0, -offset), strides))
+    return boxes
+
+
+def _window_counts(boxes, centres: np.ndarray, n_levels: int, merge: bool) -> np.ndarray:
+    """Symmetric co-occurrence counts of the windows around ``centres``: ``(N, 13, L, L)``, or
+    their sum over the directions ``(N, 1, L, L)`` when ``merge``."""
+    n_codes = n_levels * n_levels
+    n_bins = n_codes + 1  # the last bin takes the sentinel (a voxel outside the mask)
+    n_out = 1 if merge else len(boxes)
+    slot = np.arange(len(centres), dtype=np.int64)[:, None] * n_out
+    bins = []
+    for k, (flat, box, shift, strides) in enumerate(boxes):
+        starts = (centres + shift) @ strides
+        codes = flat[starts[:, None] + box[None, :]]
+        bins.append(((slot + (0 if merge else k)) * n_bins + codes).ravel())
+    hist = np.bincount(np.concatenate(bins), minlength=len(centres) * n_out * n_bins)
+    ordered = hist.reshape(len(centres), n_out, n_bins)[..., :n_codes]
+    ordered = ordered.reshape(len(centres), n_out, n_levels, n_levels)
+    return ordered + ordered.swapaxes(-1, -2)  # symmetric GLCM: every pair counts both ways
+
+
+def dense_haralick(
+    image,
+    mask,
+    spacing,
+    window_mm: float,
+    step_mm: float,
+    n_levels: int,
+    features: Sequence[str] = HARALICK_FEATURES,
+    aggregation: str = "3d_merged",
+    distance: int = 1,
+    centres=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Densely sampled, orientation-independent Haralick features (study 05, Sec. 2, "Feature
+    Extraction" 1: "We densely sample Haralick features of orientation independent Gray-Level
+    Co-occurrence Matrices").
+
+    Parameters
+    ----------
+    image : (X, Y, Z) array of grey levels ``1..n_levels`` inside ``mask`` (:func:`discretise`).
+    mask : (X, Y, Z) array or None (every voxel). Pairs count only with both voxels inside.
+    spacing : voxel spacing ``(sx, sy, sz)`` in mm.
+    window_mm : window edge in mm; ``2 r_a + 1`` voxels per axis (:func:`window_radius_voxels`).
+    step_mm : grid step in mm (:func:`grid_step_voxels`); ignored when ``centres`` is given.
+    n_levels : number of grey levels ``L``.
+    features : names from :data:`FEATURE_NAMES`; default :data:`HARALICK_FEATURES`
+        (Haralick's f1-f13).
+    aggregation : ``"3d_merged"`` (default; sum of the 13 window matrices) or ``"3d_averaged"``.
+    distance : Chebyshev distance of the voxel pairs (IBSI ``delta``), must be < window size.
+    centres : optional ``(N, 3)`` voxel indices to use instead of the grid (inside the image).
+
+    Returns
+    -------
+    centres : ``(N, 3)`` int64 voxel indices (the grid of :func:`grid_centres` by default).
+    values : ``(N, len(features))`` float64, columns in the order of ``features``; a row is NaN
+        where the window holds no voxel pair inside the mask.
+
+    Row ``n`` equals ``glcm_features(glcm_matrices(crop), aggregation)`` of the window cropped
+    out of the image (and mask) around ``centres[n]``; see the module docstring for the window
+    and grid geometry and for the values of constant windows. Cost: one gather and bincount of
+    the window pairs per centre, then features from the non-zero cells; on one core a
+    48 x 48 x 40 volume with ~600 centres takes well under 0.5 s with ``"3d_merged"``.
+    """
+    names = _feature_list(features)
+    aggregation = _aggregation(aggregation)
+    distance = _positive_int(distance, "distance")
+    radius = window_radius_voxels(window_mm, spacing)
+    if 2 * min(radius) + 1 <= distance:
+        raise ValueError(
+            f"window_mm={window_mm!r} gives windows of {tuple(2 * r + 1 for r in radius)} voxels, "
+            f"too small for pairs at distance={distance}"
+        )
+    levels, mask, n_levels = _grey_levels(image, mask, n_levels)
+    if centres is None:
+        centres = grid_centres(mask, spacing, step_mm)
+    else:
+        centres = _centres(centres, levels.shape)
+    merge = aggregation == "3d_merged"
+    log.debug(
+        "dense_haralick: %d centres, window radius %s voxels, L=%d, %s",
+        len(centres),
+        radius,
+        n_levels,
+        aggregation,
+    )
+    values = np.empty((len(centres), len(names)))
+    if len(centres) == 0:
+        return centres.reshape(0, 3), values
+    boxes = _window_anchor_boxes(levels, mask, n_levels, distance, radius)
+    n_out = 1 if merge else len(DIRECTIONS)
+    chunk = max(1, _MAX_CELLS_PER_CHUNK // (n_out * (n_levels * n_levels + 1)))
+    for lo in range(0, len(centres), chunk):
+        part = centres[lo : lo + chunk]
+        counts = _window_counts(boxes, part, n_levels, merge)
+        stats = _GLCMStats.from_dense(counts.reshape(-1, n_levels, n_levels))
+        per_matrix = _group_features(stats, names).reshape(len(part), n_out, len(names))
+        values[lo : lo + chunk] = per_matrix[:, 0] if merge else _mean_over_directions(per_matrix)
+    return centres, values
+
+
+def _centres(centres, shape) -> np.ndarray:
+    arr = np.asarray(centres)
+    if arr.ndim != 2 or arr.shape[1] != 3 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"centres must be an (N, 3) integer array, got {arr.dtype} {arr.shape}")
+    arr = arr.astype(np.int64)
+    if np.any(arr < 0) or np.any(arr >= np.asarray(shape)):
+        raise ValueError(f"centres must lie inside the image of shape {shape}")
+    return arr
