@@ -103,6 +103,16 @@ SMOKE_CAE_DEC = {
     "slices_per_volume": 4,
 }
 
+SMOKE_JULE3D = {
+    "patch_size": 11,
+    "n_patches": 120,
+    "n_final_clusters": 6,
+    "epochs_per_period": 1,
+    "stride": 6,
+    "k_max": 4,
+    "n_seeds": 1,
+}
+
 
 def smoke_params(notebook, tmp_path):
     """Tiny params for each notebook: tiny cohorts, a temp report folder."""
@@ -120,6 +130,11 @@ def smoke_params(notebook, tmp_path):
             "checkpoint_dir": str(tmp_path / "ckpt"),
             **SMOKE_CDCN,
         }
+    if notebook == "02_jule3d_segmentation":
+        from medclust.phantoms import build
+
+        cohort = build("lung_microct", tmp_path / "data", n_specimens=2, size=40)
+        return {"cohort": str(cohort), "report_dir": report_dir, **SMOKE_JULE3D}
     if notebook == "04_cae_dec_dcec":
         from medclust.phantoms import build
 

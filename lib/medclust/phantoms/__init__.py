@@ -18,6 +18,7 @@ from pathlib import Path
 _MODULES = {
     "liver_mri": "liver_mri",
     "head_modalities": "head_modalities",
+    "lung_microct": "lung_microct",
 }
 
 

@@ -1,0 +1,512 @@
+"""JULE with a 3D CNN: joint unsupervised learning of patch representations and clusters.
+
+Moriya et al. (SPIE 2018) extend JULE (Yang, Parikh and Batra, "Joint Unsupervised Learning of
+Deep Representations and Image Clusters", CVPR 2016) to 3D patches. JULE is a recurrent process
+(paper Sec. 2.1, Fig. 1): the *forward pass* merges clusters by agglomerative clustering on the
+current CNN features, the *backward pass* trains the CNN with the current cluster labels as
+supervision, until ``C`` clusters remain. Moriya et al. add one more backward pass on the final
+labels (Sec. 2.2, ``final_backward``).
+
+Pieces, with the defaults of JULE's paper and official Torch code (``train.lua``):
+
+* **Network** (Moriya Sec. 2.4, Fig. 2), :class:`JULENet`: three 5x5x5 conv layers of 50 kernels,
+  stride 1, batch norm + ReLU after each, 2x2x2 max pooling after the first, FC 1350, FC 160,
+  L2 normalisation. On 27^3 patches the convolutions leave 50 x 3^3 = 1350 values. For smaller
+  demo patches ``deep_padding = 2`` pads the 2nd and 3rd convolutions ("same"), e.g. 11^3 patches
+  also end at 50 x 3^3. Weights ~ N(0, 0.01), biases 0 (``NetInit`` of the reference code).
+* **Sample affinity** (JULE Sec. 3.3): K_s-nearest-neighbour graph (``k_s = 20``) on the
+  L2-normalised features, ``W_ij = exp(-||x_i - x_j||^2 / sigma^2)`` with ``sigma^2`` the mean
+  squared distance to the K_s neighbours; sparse, so memory is O(n K_s).
+* **Initial clusters**: every sample joins its nearest neighbour (connected components of the
+  1-NN graph), computed on the raw patch intensities as the reference code does at step 0.
+* **Cluster affinity**: graph degree linkage (Zhang et al. ECCV 2012, JULE Eq. 5),
+  ``A(C_i, C_j) = 1/|C_i|^2 1^T W_ij W_ji 1 + 1/|C_j|^2 1^T W_ji W_ij 1``.
+* **Merging criterion** (JULE Eq. 6-7): merge ``C_i`` with its most affine neighbour ``N^1``,
+  choosing the ``i`` that maximises ``A(C_i, N^1) + lam / (K_c - 1) sum_k=2..K_c (A(C_i, N^1) -
+  A(C_i, N^k))`` (``k_c = 5``, ``lam = 1``; the local-structure term only while more than
+  ``K_c`` clusters exist). One merge is one timestep; a partially unrolled period merges
+  ``ceil(eta * n_clusters)`` clusters (``eta = 0.9``, JULE's rate for large datasets), capped so
+  that exactly ``n_clusters`` remain.
+* **Backward pass** (JULE Eq. 10): weighted triplet loss ``max(0, gamma ||a - p||^2 -
+  ||a - n||^2 + margin)`` over all same-cluster pairs ``(a, p)`` of a minibatch, each with
+  ``n_negatives = 20`` random negatives from other clusters of the batch (``gamma = 1``,
+  ``margin = 0.2``); SGD, batch 100, lr 0.01 with the "inv" policy ``lr (1 + 1e-4 it)^-0.75``,
+  momentum 0.9, weight decay 5e-5; ``epochs_per_period = 20`` epochs per period.
+
+Inputs are cubes ``(n, w, w, w)``; :meth:`JULE.fit` centralises them with the mean and standard
+deviation of all training patches (Moriya Sec. 2.3) and :meth:`JULE.transform` reuses those.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scipy.sparse.csgraph import connected_components
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.neighbors import NearestNeighbors
+from torch import nn
+from tqdm.auto import tqdm
+
+from medclust.models.common import torch_numerics
+from medclust.runtime import seed_everything, select_device
+
+log = logging.getLogger(__name__)
+
+#: Patches per forward pass in :meth:`JULE.transform`.
+JULE_INFER_BATCH = 512
+
+
+# --------------------------------------------------------------------------- network
+
+
+def _conv_out(n: int, kernel: int, padding: int) -> int:
+    return n + 2 * padding - kernel + 1
+
+
+class JULENet(nn.Module):
+    """The 3D CNN of Moriya et al. Fig. 2 (see module docstring)."""
+
+    def __init__(
+        self,
+        patch_size: int = 27,
+        n_kernels: int = 50,
+        fc_units: int = 1350,
+        embed_dim: int = 160,
+        deep_padding: int = 0,
+    ):
+        super().__init__()
+        side = _conv_out(patch_size, 5, 0) // 2
+        side = _conv_out(_conv_out(side, 5, deep_padding), 5, deep_padding)
+        if side < 1:
+            raise ValueError(
+                f"patch_size {patch_size} is too small for three 5x5x5 convolutions and a "
+                f"2x2x2 pooling with deep_padding={deep_padding} (27 without padding, 11 with 2)"
+            )
+
+        def block(cin: int, pad: int) -> list[nn.Module]:
+            return [
+                nn.Conv3d(cin, n_kernels, 5, padding=pad),
+                nn.BatchNorm3d(n_kernels),
+                nn.ReLU(inplace=True),
+            ]
+
+        self.features = nn.Sequential(
+            *block(1, 0),
+            nn.MaxPool3d(2, 2),
+            *block(n_kernels, deep_padding),
+            *block(n_kernels, deep_padding),
+        )
+        self.flat_dim = n_kernels * side**3
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(self.flat_dim, fc_units),
+            nn.ReLU(inplace=True),
+            nn.Linear(fc_units, embed_dim),
+        )
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d | nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 4:
+            x = x[:, None]
+        return nn.functional.normalize(self.head(self.features(x)), dim=1)
+
+
+# --------------------------------------------------------------------------- affinities
+
+
+def knn_affinity(X: np.ndarray, k_s: int = 20) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Sparse K_s-NN affinity ``W`` (n x n, row i holds i's neighbours) and the neighbour
+    indices ``(n, k_s)`` sorted by distance (JULE Sec. 3.3)."""
+    X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
+    n = len(X)
+    k = min(int(k_s), n - 1)
+    if k < 1:
+        raise ValueError(f"need at least 2 samples for a neighbour graph, got {n}")
+    dist, idx = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X)
+    # drop each sample itself (ties with duplicates may put it second: remove by identity)
+    not_self = idx != np.arange(n)[:, None]
+    keep = np.cumsum(not_self, axis=1) <= k
+    sel = not_self & keep
+    idx = idx[sel].reshape(n, k)
+    d2 = dist[sel].reshape(n, k) ** 2
+    sigma2 = float(d2.mean())
+    weights = np.exp(-d2 / sigma2) if sigma2 > 0 else np.ones_like(d2)
+    W = sp.csr_matrix((weights.ravel(), (np.repeat(np.arange(n), k), idx.ravel())), shape=(n, n))
+    return W, idx
+
+
+def initial_clusters(neighbours: np.ndarray) -> np.ndarray:
+    """Labels from linking every sample to its nearest neighbour (components of the 1-NN
+    graph), the initialisation of JULE's agglomerative clustering."""
+    nn1 = np.asarray(neighbours)[:, 0]
+    n = len(nn1)
+    graph = sp.csr_matrix((np.ones(n), (np.arange(n), nn1)), shape=(n, n))
+    _, labels = connected_components(graph, directed=True, connection="weak")
+    return labels.astype(np.int64)
+
+
+def _in_out(W: sp.csr_matrix, Wt: sp.csr_matrix, members: np.ndarray) -> np.ndarray:
+    """``in_C(x) * out_C(x)`` for all x: ``sum_{a in C} W[a, x] * sum_{c in C} W[x, c]``."""
+    w_in = np.asarray(W[members].sum(axis=0)).ravel()
+    w_out = np.asarray(Wt[members].sum(axis=0)).ravel()
+    return w_in * w_out
+
+
+class GDLMerger:
+    """Agglomerative clustering by graph degree linkage with JULE's merging criterion.
+
+    ``D[i, j] = 1^T W_ij W_ji 1`` (paths i -> j -> i through cluster j) is kept dense over the
+    current clusters and updated exactly after each merge: ``D[:, m] = D[:, a] + D[:, b]`` and
+    ``D[m, :]`` from the in/out degrees of the merged cluster. The symmetric affinity is
+    ``A[i, j] = D[i, j] / |C_i|^2 + D[j, i] / |C_j|^2``. Each cluster's ``k_c`` best neighbours
+    are cached and recomputed only for the columns a merge touches.
+    """
+
+    def __init__(self, W: sp.csr_matrix, labels: np.ndarray, k_c: int = 5, lam: float = 1.0):
+        self.W = W.tocsr()
+        self.Wt = W.T.tocsr()
+        self.labels = np.unique(np.asarray(labels), return_inverse=True)[1].astype(np.int64)
+        self.k_c, self.lam = int(k_c), float(lam)
+        n, nc = len(self.labels), int(self.labels.max()) + 1
+        Y = sp.csr_matrix((np.ones(n), (np.arange(n), self.labels)), shape=(n, nc))
+        P = (self.Wt @ Y).tocsr()  # P[x, i] = sum_{a in C_i} W[a, x]
+        Q = (self.W @ Y).tocsr()  # Q[x, i] = sum_{c in C_i} W[x, c]
+        self.D = ((P.multiply(Q)).T @ Y).toarray().astype(np.float64)
+        np.fill_diagonal(self.D, 0.0)
+        self.size = np.bincount(self.labels, minlength=nc).astype(np.float64)
+        self.active = np.ones(nc, dtype=bool)
+        self.A = self._affinity_all()
+        self._refresh_top(np.arange(nc))
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.active.sum())
+
+    def _affinity_all(self) -> np.ndarray:
+        inv = 1.0 / self.size**2
+        A = self.D * inv[:, None] + self.D.T * inv[None, :]
+        np.fill_diagonal(A, -np.inf)
+        return A
+
+    def _refresh_top(self, cols: np.ndarray) -> None:
+        k = min(self.k_c, len(self.A) - 1)
+        if not hasattr(self, "top_val"):
+            self.top_val = np.full((len(self.A), max(k, 1)), -np.inf)
+            self.top_idx = np.zeros((len(self.A), max(k, 1)), dtype=np.int64)
+        if len(cols) == 0 or k < 1:
+            return
+        sub = self.A[:, cols].T  # (len(cols), nc)
+        part = np.argpartition(-sub, k - 1, axis=1)[:, :k]
+        vals = np.take_along_axis(sub, part, axis=1)
+        order = np.argsort(-vals, axis=1, kind="stable")
+        self.top_idx[cols] = np.take_along_axis(part, order, axis=1)
+        self.top_val[cols] = np.take_along_axis(vals, order, axis=1)
+
+    def scores(self) -> np.ndarray:
+        """JULE's merging criterion per cluster (``-inf`` for merged-away clusters)."""
+        best = self.top_val[:, 0].copy()
+        k = self.top_val.shape[1]
+        if self.n_clusters > self.k_c and k > 1:
+            best += self.lam * (best[:, None] - self.top_val[:, 1:]).sum(axis=1) / (k - 1)
+        best[~self.active] = -np.inf
+        return best
+
+    def step(self) -> tuple[int, int]:
+        """One timestep: merge the chosen pair; returns ``(kept, removed)`` cluster ids."""
+        if self.n_clusters < 2:
+            raise ValueError("cannot merge: fewer than two clusters remain")
+        i = int(np.argmax(self.scores()))
+        j = int(self.top_idx[i, 0])
+        a, b = min(i, j), max(i, j)
+        members_b = self.labels == b
+        self.labels[members_b] = a
+        self.size[a] += self.size[b]
+        self.size[b] = 0.0
+        self.active[b] = False
+        self.D[:, a] += self.D[:, b]
+        members = np.flatnonzero(self.labels == a)
+        flow = _in_out(self.W, self.Wt, members)
+        self.D[a, :] = np.bincount(self.labels, weights=flow, minlength=len(self.D))
+        self.D[a, a] = 0.0
+        self.D[b, :] = 0.0
+        self.D[:, b] = 0.0
+        act = self.active
+        row = np.full(len(self.D), -np.inf)
+        row[act] = self.D[a, act] / self.size[a] ** 2 + self.D[act, a] / self.size[act] ** 2
+        row[a] = -np.inf
+        self.A[a, :] = row
+        self.A[:, a] = row
+        self.A[b, :] = -np.inf
+        self.A[:, b] = -np.inf
+        touched = (self.top_idx == a) | (self.top_idx == b)
+        dirty = touched.any(axis=1) | (row > self.top_val[:, -1])
+        dirty[a] = True
+        self._refresh_top(np.flatnonzero(dirty & act))
+        return a, b
+
+    def merge(self, n_steps: int) -> np.ndarray:
+        for _ in range(int(n_steps)):
+            self.step()
+        return np.unique(self.labels, return_inverse=True)[1]
+
+
+# --------------------------------------------------------------------------- loss
+
+
+def triplet_loss(
+    emb: torch.Tensor,
+    labels: torch.Tensor,
+    n_negatives: int = 20,
+    margin: float = 0.2,
+    gamma: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """JULE's weighted triplet loss on a minibatch (JULE Eq. 10, ``TripletEmbeddingCriterion``
+    of the reference code): every same-cluster pair ``(a, p)``, ``a < p``, with up to
+    ``n_negatives`` random samples of other clusters as negatives,
+    ``mean(max(0, gamma ||a - p||^2 - ||a - n||^2 + margin))``. Returns 0 (with a graph) when the
+    batch has no pair or no negative."""
+    d2 = torch.cdist(emb, emb).pow(2)
+    same = labels[:, None] == labels[None, :]
+    a_idx, p_idx = torch.triu_indices(len(labels), len(labels), 1, device=emb.device)
+    pos = same[a_idx, p_idx]
+    a_idx, p_idx = a_idx[pos], p_idx[pos]
+    if len(a_idx) == 0:
+        return emb.sum() * 0.0
+    neg_ok = ~same[a_idx]  # (pairs, B)
+    noise = torch.rand(neg_ok.shape, generator=generator, device="cpu").to(emb.device)
+    k = min(int(n_negatives), neg_ok.shape[1])
+    score = torch.where(neg_ok, noise, torch.full_like(noise, -1.0))
+    top, n_idx = torch.topk(score, k, dim=1)
+    valid = top >= 0
+    if not bool(valid.any()):
+        return emb.sum() * 0.0
+    d_pos = d2[a_idx, p_idx][:, None].expand_as(n_idx)
+    d_neg = d2[a_idx[:, None].expand_as(n_idx), n_idx]
+    hinge = torch.relu(gamma * d_pos - d_neg + margin)
+    return hinge[valid].mean()
+
+
+# --------------------------------------------------------------------------- estimator
+
+
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _positive_float(name: str, value: Any, lo: float = 0.0, hi: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if not (lo <= float(value) <= hi):
+        raise ValueError(f"{name} must lie in [{lo}, {hi}], got {value!r}")
+    return float(value)
+
+
+class JULE(ClusterMixin, TransformerMixin, BaseEstimator):
+    """JULE recurrent clustering + 3D CNN training on cubic patches (module docstring).
+
+    ``fit(X)`` with ``X`` ``(n, w, w, w)``. Fitted: ``labels_`` (the final agglomerative
+    clusters, ``n_clusters`` of them), ``network_``, ``mean_``/``std_`` (patch centralisation),
+    ``n_timesteps_`` (merges), ``n_periods_`` (partially unrolled periods), ``history_`` (per
+    period: clusters before/after, mean triplet loss). ``transform`` gives the L2-normalised
+    ``embed_dim``-d features.
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 100,
+        eta: float = 0.9,
+        k_s: int = 20,
+        k_c: int = 5,
+        lam: float = 1.0,
+        epochs_per_period: int = 20,
+        batch_size: int = 100,
+        lr: float = 0.01,
+        lr_gamma: float = 1e-4,
+        lr_power: float = 0.75,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-5,
+        margin: float = 0.2,
+        gamma: float = 1.0,
+        n_negatives: int = 20,
+        final_backward: bool = True,
+        n_kernels: int = 50,
+        fc_units: int = 1350,
+        embed_dim: int = 160,
+        deep_padding: int = 0,
+        seed: int = 0,
+        device: str = "auto",
+        progress: bool = True,
+    ):
+        self.n_clusters = n_clusters
+        self.eta = eta
+        self.k_s = k_s
+        self.k_c = k_c
+        self.lam = lam
+        self.epochs_per_period = epochs_per_period
+        self.batch_size = batch_size
+        self.lr = lr
+        self.lr_gamma = lr_gamma
+        self.lr_power = lr_power
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.margin = margin
+        self.gamma = gamma
+        self.n_negatives = n_negatives
+        self.final_backward = final_backward
+        self.n_kernels = n_kernels
+        self.fc_units = fc_units
+        self.embed_dim = embed_dim
+        self.deep_padding = deep_padding
+        self.seed = seed
+        self.device = device
+        self.progress = progress
+
+    # ------------------------------------------------------------------ helpers
+
+    def _validate(self, X: Any) -> np.ndarray:
+        _positive_int("n_clusters", self.n_clusters)
+        _positive_float("eta", self.eta, 1e-6, 1.0)
+        _positive_int("k_s", self.k_s)
+        _positive_int("k_c", self.k_c)
+        _positive_float("lam", self.lam)
+        _positive_int("epochs_per_period", self.epochs_per_period, 0)
+        _positive_int("batch_size", self.batch_size, 2)
+        _positive_float("lr", self.lr, 0.0)
+        _positive_int("n_negatives", self.n_negatives)
+        _positive_int("deep_padding", self.deep_padding, 0)
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 4 or not (X.shape[1] == X.shape[2] == X.shape[3]):
+            raise ValueError(f"X must be cubic patches (n, w, w, w), got shape {X.shape}")
+        if not np.isfinite(X).all():
+            raise ValueError("X contains NaN or infinite values")
+        if len(X) <= self.n_clusters:
+            raise ValueError(
+                f"n_clusters={self.n_clusters} needs more than {self.n_clusters} patches, "
+                f"got {len(X)}"
+            )
+        return X
+
+    def _net(self, w: int) -> JULENet:
+        return JULENet(w, self.n_kernels, self.fc_units, self.embed_dim, self.deep_padding)
+
+    def _embed(self, net: nn.Module, Xn: np.ndarray) -> np.ndarray:
+        net.eval()
+        out = []
+        with torch.no_grad():
+            for a in range(0, len(Xn), JULE_INFER_BATCH):
+                xb = torch.from_numpy(Xn[a : a + JULE_INFER_BATCH]).to(self.device_)
+                out.append(net(xb).cpu().numpy())
+        return np.concatenate(out).astype(np.float64)
+
+    def _train_period(self, net, opt, Xn, labels, gen, n_epochs) -> float:
+        """``n_epochs`` of triplet-loss SGD with the current labels (one backward pass)."""
+        net.train()
+        y_all = torch.from_numpy(labels)
+        losses = []
+        for _ in range(n_epochs):
+            order = torch.randperm(len(Xn), generator=gen)
+            for start in range(0, len(Xn), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                if len(idx) < 2:
+                    continue
+                lr = self.lr * (1 + self.lr_gamma * self.iter_) ** (-self.lr_power)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                xb = torch.from_numpy(Xn[idx.numpy()]).to(self.device_)
+                emb = net(xb)
+                loss = triplet_loss(
+                    emb,
+                    y_all[idx].to(self.device_),
+                    self.n_negatives,
+                    self.margin,
+                    self.gamma,
+                    generator=gen,
+                )
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                self.iter_ += 1
+                losses.append(float(loss.detach()))
+        return float(np.mean(losses)) if losses else float("nan")
+
+    # ------------------------------------------------------------------ API
+
+    def fit(self, X: Any, y: Any = None) -> JULE:
+        X = self._validate(X)
+        seed_everything(self.seed)
+        self.device_ = select_device(self.device)
+        self.mean_ = float(X.mean())
+        self.std_ = float(X.std()) or 1.0
+        Xn = (X - self.mean_) / self.std_
+        with torch_numerics():
+            gen = torch.Generator().manual_seed(int(self.seed))
+            net = self._net(X.shape[1]).to(self.device_)
+            opt = torch.optim.SGD(
+                net.parameters(),
+                lr=self.lr,
+                momentum=self.momentum,
+                weight_decay=self.weight_decay,
+            )
+            self.iter_ = 0
+            # step 0: initial clusters on the raw (L2-normalised) patches, as the reference code
+            flat = Xn.reshape(len(Xn), -1).astype(np.float64)
+            flat /= np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
+            _, neighbours = knn_affinity(flat, self.k_s)
+            labels = initial_clusters(neighbours)
+            self.n_initial_clusters_ = int(labels.max()) + 1
+            log.info("JULE: %d patches, %d initial clusters", len(X), self.n_initial_clusters_)
+            history, timesteps = [], 0
+            bar = tqdm(desc="JULE periods", disable=not self.progress, unit="period", leave=False)
+            n_now = self.n_initial_clusters_
+            while n_now > self.n_clusters:
+                loss = self._train_period(net, opt, Xn, labels, gen, self.epochs_per_period)
+                feats = self._embed(net, Xn)
+                W, _ = knn_affinity(feats, self.k_s)
+                merger = GDLMerger(W, labels, self.k_c, self.lam)
+                n_steps = min(math.ceil(self.eta * n_now), n_now - self.n_clusters)
+                labels = merger.merge(n_steps)
+                history.append(
+                    {"clusters_before": n_now, "clusters_after": n_now - n_steps, "loss": loss}
+                )
+                timesteps += n_steps
+                n_now -= n_steps
+                bar.update(1)
+                bar.set_postfix(clusters=n_now, loss=f"{loss:.4f}")
+            if self.final_backward:  # Moriya Sec. 2.2: train once more on the final labels
+                loss = self._train_period(net, opt, Xn, labels, gen, self.epochs_per_period)
+                history.append({"clusters_before": n_now, "clusters_after": n_now, "loss": loss})
+            bar.close()
+        self.network_ = net.eval()
+        self.labels_ = labels
+        self.n_timesteps_ = timesteps
+        self.n_periods_ = len(history)
+        self.history_ = history
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """L2-normalised ``embed_dim``-d features of cubes ``X`` ``(n, w, w, w)``."""
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 4:
+            raise ValueError(f"X must be cubic patches (n, w, w, w), got shape {X.shape}")
+        with torch_numerics():
+            return self._embed(self.network_, (X - self.mean_) / self.std_)
+
+    def random_network_transform(self, X: Any) -> np.ndarray:
+        """Features of ``X`` from the *untrained* network of the same seed (JULE's
+        ``updateCNN = 0`` control: does the training help?)."""
+        X = np.asarray(X, dtype=np.float32)
+        seed_everything(self.seed)
+        with torch_numerics():
+            net = self._net(X.shape[1]).to(self.device_)
+            return self._embed(net, (X - self.mean_) / self.std_)
