@@ -1,5 +1,6 @@
 """Clustering models: the convolutional Deep Clustering Network (cDCN) of Perkonigg et al.;
-the CAE of Quarenghi's thesis with the DEC, DCEC and IDEC clustering heads."""
+JULE with the 3D CNN of Moriya et al.; DeepCluster with the 3D U-Net of Xie et al.; the CAE of
+Quarenghi's thesis with the DEC, DCEC and IDEC clustering heads."""
 
 from medclust.models.cae import CAE, TABLE_3_2, CAEEmbedding
 from medclust.models.dcn import DCN, ConvAutoencoder, dcn_centroid_update, nearest_centroid
@@ -12,6 +13,13 @@ from medclust.models.dec import (
     soft_assignment,
     target_distribution,
 )
+from medclust.models.deepcluster import (
+    DeepCluster,
+    SupervisedPooledClassifier,
+    masked_average_pool,
+)
+from medclust.models.jule import JULE, JULENet
+from medclust.models.unet3d import Encoder3D, UNet3D
 
 __all__ = [
     "CAE",
@@ -21,6 +29,13 @@ __all__ = [
     "IDEC",
     "TABLE_3_2",
     "CAEEmbedding",
+    "DeepCluster",
+    "Encoder3D",
+    "JULE",
+    "JULENet",
+    "SupervisedPooledClassifier",
+    "UNet3D",
+    "masked_average_pool",
     "ConvAutoencoder",
     "dcn_centroid_update",
     "joint_loss",

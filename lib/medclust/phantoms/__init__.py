@@ -19,6 +19,9 @@ _MODULES = {
     "liver_mri": "liver_mri",
     "head_modalities": "head_modalities",
     "lung_microct": "lung_microct",
+    "emphysema_ct": "emphysema_ct",
+    "routine_ct": "routine_ct",
+    "routine_ct_atlas": "routine_ct_atlas",
 }
 
 
