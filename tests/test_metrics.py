@@ -88,6 +88,7 @@ def test_internal_scores_single_cluster_is_nan():
     X = np.zeros((5, 2))
     assert np.isnan(metrics.silhouette(X, [0] * 5))
     assert np.isnan(metrics.davies_bouldin(X, [0] * 5))
+    assert np.isnan(metrics.davies_bouldin(X, [0, 1, 2, 3, 4]))  # one point per cluster
 
 
 def test_silhouette_subsample_is_seeded():

@@ -113,6 +113,43 @@ SMOKE_JULE3D = {
     "n_seeds": 1,
 }
 
+SMOKE_DEEPCLUSTER = {
+    "input_size": 16,
+    "base_filters": 2,
+    "epochs": 2,
+    "n_seeds": 1,
+    "batch_size": 4,
+}
+
+SMOKE_POPULATION = {
+    "n_words_haralick": 8,
+    "n_words_micro_sift": 4,
+    "n_words_macro_sift": 4,
+    "max_per_volume": 100,
+    "n_topics": 4,
+    "k_min": 2,
+    "k_max": 4,
+    "k_step": 1,
+    "n_seeds": 2,
+    "min_term_count": 1,
+    "n_permutations": 5,
+}
+
+
+def population_smoke_cohort(tmp_path):
+    """A small routine CT cohort, its atlas (two templates) and its extracted features."""
+    from medclust.phantoms import build
+    from medclust.population import DEFAULTS, extract_cohort
+
+    small = {"shape": (32, 32, 28), "spacing": (11.25, 11.25, 11.4)}
+    cohort = build("routine_ct", tmp_path / "data", n_cases=16, **small)
+    atlas = build("routine_ct_atlas", tmp_path / "data", n_templates=2, **small)
+    features = tmp_path / "features"
+    # coarser voxels than the default cohort's: a larger first SIFT scale
+    params = {**DEFAULTS, "n_templates": 2, "sift_sigma0_mm": 6.0}
+    extract_cohort(cohort, atlas, features, params, mode="serial")
+    return cohort, features
+
 
 def smoke_params(notebook, tmp_path):
     """Tiny params for each notebook: tiny cohorts, a temp report folder."""
@@ -135,11 +172,24 @@ def smoke_params(notebook, tmp_path):
 
         cohort = build("lung_microct", tmp_path / "data", n_specimens=2, size=40)
         return {"cohort": str(cohort), "report_dir": report_dir, **SMOKE_JULE3D}
+    if notebook == "03_deepcluster_dcam":
+        from medclust.phantoms import build
+
+        cohort = build("emphysema_ct", tmp_path / "data", n_train=18, n_test=12, shape=(32, 32, 32))
+        return {"cohort": str(cohort), "report_dir": report_dir, **SMOKE_DEEPCLUSTER}
     if notebook == "04_cae_dec_dcec":
         from medclust.phantoms import build
 
         cohort = build("head_modalities", tmp_path / "data", counts=(10, 10, 10), size=64)
         return {"cohort": str(cohort), "report_dir": report_dir, **SMOKE_CAE_DEC}
+    if notebook == "05_population_clustering":
+        cohort, features = population_smoke_cohort(tmp_path)
+        return {
+            "cohort": str(cohort),
+            "features_dir": str(features),
+            "report_dir": report_dir,
+            **SMOKE_POPULATION,
+        }
     raise KeyError(f"no smoke params for {notebook}: add them here")
 
 

@@ -86,9 +86,10 @@ def silhouette(X, labels, sample_size: int | None = 5000, seed: int = 0) -> floa
 
 
 def davies_bouldin(X, labels) -> float:
-    """Davies-Bouldin index (lower is better). NaN for a single cluster."""
+    """Davies-Bouldin index (lower is better). NaN for a single cluster or one cluster per
+    point (where scikit-learn refuses the score)."""
     labels = _as_labels(labels, "labels")
-    if np.unique(labels).size < 2:
+    if not 2 <= np.unique(labels).size < len(labels):
         return float("nan")
     return float(skm.davies_bouldin_score(np.asarray(X), labels))
 
