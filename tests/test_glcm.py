@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medclust.features import glcm
 from medclust.features.glcm import (
     DIRECTIONS,
     FEATURE_NAMES,
@@ -446,3 +447,125 @@ def _dense(**overrides):
 def test_bad_parameters_are_named(call, param):
     with pytest.raises(ValueError, match=param):
         call()
+
+
+# --------------------------------------------------------------------------- fast path
+
+
+def _random_centres(shape, n, seed):
+    """``n`` distinct voxel indices, border voxels included."""
+    rng = np.random.default_rng(seed)
+    flat = rng.choice(math.prod(shape), size=n, replace=False)
+    return np.stack(np.unravel_index(np.sort(flat), shape), axis=-1)
+
+
+@pytest.mark.parametrize("aggregation", sorted(IBSI_AGGREGATION))
+@pytest.mark.parametrize(
+    "n_levels, distance, spacing",
+    [
+        (3, 1, (1.0, 1.25, 2.5)),  # few levels: the marginal entropies sum over dense bins
+        (56, 1, (1.0, 1.0, 2.5)),  # CT-like: histograms by cell (averaged), 16-bit codes
+        (80, 2, (1.0, 1.0, 1.5)),  # distance 2; averaged codes need 32 bits (13 * 81^2 > 2^16)
+        (300, 1, (1.0, 1.0, 2.5)),  # merged codes need 32 bits too (301^2 > 2^16)
+    ],
+)
+def test_dense_fast_path_equals_reference_on_random_windows(
+    aggregation, n_levels, distance, spacing
+):
+    """The sorted pair-code path of dense_haralick against glcm_features(glcm_matrices(crop)),
+    every IBSI feature, on random windows (inside, on the border, across mask holes)."""
+    image, mask = _random_case(shape=(12, 11, 9), n_levels=n_levels, seed=n_levels)
+    centres = _random_centres(image.shape, 30, seed=distance)
+    radius = np.array(window_radius_voxels(7.5, spacing))
+    _, values = dense_haralick(
+        image, mask, spacing, 7.5, 3.0, n_levels, FEATURE_NAMES, aggregation, distance, centres
+    )
+    for row, centre in zip(values, centres, strict=True):
+        lo = np.maximum(centre - radius, 0)
+        hi = np.minimum(centre + radius + 1, image.shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        matrices = glcm_matrices(image[box], mask[box], n_levels, distance)
+        if matrices.sum() == 0:
+            assert np.isnan(row).all()
+            continue
+        want = glcm_features(matrices, aggregation)
+        want = np.array([want[name] for name in FEATURE_NAMES])
+        # Cluster shade, a third moment, is often ~0 from terms ~sigma^3: its rounding error
+        # scales with sigma^3, not with its value.
+        atol = np.full(len(FEATURE_NAMES), 1e-12)
+        sum_variance = want[FEATURE_NAMES.index("sum_variance")]
+        atol[FEATURE_NAMES.index("cluster_shade")] = 1e-12 * max(1.0, sum_variance) ** 1.5
+        off = np.abs(row - want) > atol + 1e-9 * np.abs(want)
+        assert not off.any(), (centre, np.array(FEATURE_NAMES)[off], row[off], want[off])
+
+
+@pytest.mark.parametrize("aggregation", sorted(IBSI_AGGREGATION))
+def test_dense_chunks_do_not_change_values(aggregation, monkeypatch):
+    """One window per chunk (the scratch histograms reused 40 times) gives the same rows."""
+    image, mask = _random_case(n_levels=20, seed=5)
+    centres = _random_centres(image.shape, 40, seed=6)
+    args = (image, mask, (1.0, 1.0, 2.0), 5.0, 2.0, 20, FEATURE_NAMES, aggregation)
+    _, whole = dense_haralick(*args, centres=centres)
+    monkeypatch.setattr(glcm, "_MAX_PAIRS_PER_CHUNK", 1)
+    _, one_by_one = dense_haralick(*args, centres=centres)
+    np.testing.assert_allclose(one_by_one, whole, rtol=1e-12, atol=1e-14)
+    assert np.isnan(whole).any() == np.isnan(one_by_one).any()
+
+
+@pytest.mark.parametrize("aggregation", sorted(IBSI_AGGREGATION))
+def test_dense_single_slice_mask_averages_in_plane_directions_only(aggregation):
+    """A one-slice mask: only the 4 in-plane directions hold pairs; "3d_averaged" averages
+    those 4 (as glcm_features does), not 13."""
+    image, _ = _random_case(shape=(9, 9, 5), n_levels=6, seed=7)
+    mask = np.zeros(image.shape, dtype=bool)
+    mask[:, :, 2] = True
+    centres = np.array([[4, 4, 2], [0, 8, 2], [3, 5, 2]])
+    _, values = dense_haralick(
+        image, mask, (1, 1, 1), 5.0, 1.0, 6, FEATURE_NAMES, aggregation, centres=centres
+    )
+    for row, centre in zip(values, centres, strict=True):
+        want = _crop_features(image, mask, centre, np.array([2, 2, 2]), 6, aggregation, None)
+        np.testing.assert_allclose(row, want, rtol=1e-10, atol=1e-12)
+    if aggregation == "3d_averaged":
+        in_plane = [k for k, d in enumerate(DIRECTIONS) if d[2] == 0]
+        m = glcm_matrices(image[2:7, 2:7, :], mask[2:7, 2:7, :], 6)
+        assert np.flatnonzero(m.sum(axis=(1, 2))).tolist() == in_plane
+
+
+def test_symmetric_matrix_identities():
+    """For symmetric matrices (the identities the fast path uses), on the reference path:
+    joint variance = (sum variance + contrast) / 4, correlation = (sum variance - contrast) /
+    (sum variance + contrast), sum average = 2 joint average, and HX = HY gives
+    HXY1 = HXY2 = 2 HX."""
+    rng = np.random.default_rng(8)
+    for _ in range(5):
+        volume = rng.integers(1, 7, size=(5, 6, 4))
+        f = glcm_features(glcm_matrices(volume, None, 6), "3d_merged")
+        sv, contrast = f["sum_variance"], f["contrast"]
+        assert f["joint_variance"] == pytest.approx((sv + contrast) / 4, rel=1e-12)
+        assert f["correlation"] == pytest.approx((sv - contrast) / (sv + contrast), rel=1e-10)
+        assert f["sum_average"] == pytest.approx(2 * f["joint_average"], rel=1e-12)
+
+
+@pytest.mark.parametrize("aggregation", sorted(IBSI_AGGREGATION))
+def test_constant_window_entropies_are_exactly_zero(aggregation):
+    """One grey level: every entropy, and hence both information correlations, is exactly 0 on
+    the fast path as on the reference (information_correlation_2 = sqrt(1 - exp(-2 x)) would
+    turn a rounding residue x ~ 1e-16 into ~1e-8)."""
+    image = np.full((7, 7, 5), 4)
+    names = [
+        "joint_entropy",
+        "sum_entropy",
+        "difference_entropy",
+        "information_correlation_1",
+        "information_correlation_2",
+    ]
+    _, values = dense_haralick(image, None, (1, 1, 1), 5.0, 2.0, 9, names, aggregation)
+    assert len(values) > 0
+    np.testing.assert_array_equal(values, 0.0)
+
+
+def test_key_dtype_is_the_smallest_that_holds_the_codes():
+    assert glcm._key_dtype(2**16) is np.uint16
+    assert glcm._key_dtype(2**16 + 1) is np.uint32
+    assert glcm._key_dtype(2**32 + 1) is np.uint64
