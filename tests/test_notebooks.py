@@ -12,6 +12,7 @@ import json
 import re
 
 import nbformat
+import pandas as pd
 import papermill as pm
 import pytest
 import yaml
@@ -203,6 +204,12 @@ def test_notebook_runs_in_smoke_mode(notebook, tmp_path):
     assert list((tmp_path / "report" / "figures").glob("*.png"))
     if notebook != "00_cohorts":
         assert (tmp_path / "report" / "tables" / "paper_comparison.csv").is_file()
+    if notebook == "05_population_clustering":
+        # the LDA descriptors f^L are distributions over topics
+        topics = pd.read_csv(tmp_path / "report" / "tables" / "topic_mixtures.csv")
+        values = topics.drop(columns="case_id").to_numpy()
+        assert values.shape == (16, params["n_topics"])
+        assert (values >= 0).all() and abs(values.sum(axis=1) - 1).max() < 1e-9
 
 
 def _metrics_without_runtime(path):
