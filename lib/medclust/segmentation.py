@@ -21,7 +21,7 @@ from sklearn.cluster import KMeans
 from tqdm.auto import tqdm
 
 from medclust.metrics import nmi
-from medclust.patches3d import cube_view, grid_centres, iter_cubes, project_labels
+from medclust.patches3d import CUBE_BATCH, cube_view, grid_centres, iter_cubes, project_labels
 
 
 def grid_features(
@@ -40,7 +40,7 @@ def grid_features(
         np.asarray(embed(batch))
         for batch in tqdm(
             iter_cubes(view, centres),
-            total=-(-len(centres) // 1024),
+            total=-(-len(centres) // CUBE_BATCH),
             desc="grid features",
             disable=not progress,
             leave=False,

@@ -39,6 +39,7 @@ deviation of all training patches (Moriya Sec. 2.3) and :meth:`JULE.transform` r
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from typing import Any
@@ -184,6 +185,9 @@ class GDLMerger:
         self.size = np.bincount(self.labels, minlength=nc).astype(np.float64)
         self.active = np.ones(nc, dtype=bool)
         self.A = self._affinity_all()
+        k = max(min(self.k_c, nc - 1), 1)
+        self.top_val = np.full((nc, k), -np.inf)
+        self.top_idx = np.zeros((nc, k), dtype=np.int64)
         self._refresh_top(np.arange(nc))
 
     @property
@@ -198,9 +202,6 @@ class GDLMerger:
 
     def _refresh_top(self, cols: np.ndarray) -> None:
         k = min(self.k_c, len(self.A) - 1)
-        if not hasattr(self, "top_val"):
-            self.top_val = np.full((len(self.A), max(k, 1)), -np.inf)
-            self.top_idx = np.zeros((len(self.A), max(k, 1)), dtype=np.int64)
         if len(cols) == 0 or k < 1:
             return
         sub = self.A[:, cols].T  # (len(cols), nc)
@@ -452,6 +453,8 @@ class JULE(ClusterMixin, TransformerMixin, BaseEstimator):
         with torch_numerics():
             gen = torch.Generator().manual_seed(int(self.seed))
             net = self._net(X.shape[1]).to(self.device_)
+            # the untrained network, kept for the updateCNN = 0 control
+            initial = copy.deepcopy(net).eval()
             opt = torch.optim.SGD(
                 net.parameters(),
                 lr=self.lr,
@@ -488,6 +491,7 @@ class JULE(ClusterMixin, TransformerMixin, BaseEstimator):
                 history.append({"clusters_before": n_now, "clusters_after": n_now, "loss": loss})
             bar.close()
         self.network_ = net.eval()
+        self.initial_network_ = initial
         self.labels_ = labels
         self.n_timesteps_ = timesteps
         self.n_periods_ = len(history)
@@ -503,10 +507,8 @@ class JULE(ClusterMixin, TransformerMixin, BaseEstimator):
             return self._embed(self.network_, (X - self.mean_) / self.std_)
 
     def random_network_transform(self, X: Any) -> np.ndarray:
-        """Features of ``X`` from the *untrained* network of the same seed (JULE's
-        ``updateCNN = 0`` control: does the training help?)."""
+        """Features of ``X`` from the *untrained* network (``initial_network_``, the weights the
+        fit started from: JULE's ``updateCNN = 0`` control: does the training help?)."""
         X = np.asarray(X, dtype=np.float32)
-        seed_everything(self.seed)
         with torch_numerics():
-            net = self._net(X.shape[1]).to(self.device_)
-            return self._embed(net, (X - self.mean_) / self.std_)
+            return self._embed(self.initial_network_, (X - self.mean_) / self.std_)
