@@ -100,6 +100,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from medclust.cohort import CaseData, write_cohort
+from medclust.phantoms.exact import cross, dot, norm
 from medclust.phantoms.params import fail, integer, merged, number, numbers
 
 log = logging.getLogger(__name__)
@@ -338,7 +339,7 @@ def _tube(grids, p0, p1, radius: float, spacing: np.ndarray, shape: tuple):
     box = _box_mm(np.minimum(p0, p1) - radius, np.maximum(p0, p1) + radius, shape, spacing)
     x, y, z = _sub(grids, box)
     d = p1 - p0
-    t = ((x - p0[0]) * d[0] + (y - p0[1]) * d[1] + (z - p0[2]) * d[2]) / max(float(d @ d), 1e-6)
+    t = ((x - p0[0]) * d[0] + (y - p0[1]) * d[1] + (z - p0[2]) * d[2]) / max(float(dot(d, d)), 1e-6)
     t = np.clip(t, 0.0, 1.0)
     dist2 = (x - p0[0] - t * d[0]) ** 2 + (y - p0[1] - t * d[1]) ** 2 + (z - p0[2] - t * d[2]) ** 2
     return box, dist2 < radius**2
@@ -375,21 +376,14 @@ def _rotate(v: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
     """Rodrigues rotation of ``v`` about the unit vector ``axis``."""
     return (
         v * np.cos(angle)
-        + _cross(axis, v) * np.sin(angle)
-        + axis * float(axis @ v) * (1.0 - np.cos(angle))
-    )
-
-
-def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cross product of two 3-vectors (``np.cross`` is slow for single vectors)."""
-    return np.array(
-        [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]]
+        + cross(axis, v) * np.sin(angle)
+        + axis * float(dot(axis, v)) * (1.0 - np.cos(angle))
     )
 
 
 def _perpendicular(rng: np.random.Generator, d: np.ndarray) -> np.ndarray:
-    v = _cross(d, rng.normal(size=3))
-    return v / max(float(np.sqrt(v @ v)), 1e-9)
+    v = cross(d, rng.normal(size=3))
+    return v / max(float(norm(v)), 1e-9)
 
 
 # --------------------------------------------------------------------------- anatomy
@@ -642,7 +636,7 @@ def _vessel_occupancy(
         for target in targets:
             start = hilum + rng.normal(0.0, 4.0, 3) * size
             d = target - start
-            dist = float(np.linalg.norm(d))
+            dist = float(norm(d))
             trunk_len = rng.uniform(0.35, 0.5) * dist
             stack.append((start, d / max(dist, 1e-6), rng.uniform(4.0, 5.5) * size, trunk_len))
         n_seg = 0
@@ -668,13 +662,11 @@ def _vessel_occupancy(
             if stop < n or not inside[-1] or r * 0.75 < r_min:
                 continue
             d_end = d + 2.0 * bend / length
-            d_end /= max(float(np.linalg.norm(d_end)), 1e-9)
+            d_end /= max(float(norm(d_end)), 1e-9)
             for sign in (-1.0, 1.0):
                 axis = _perpendicular(rng, d_end)
                 child = _rotate(d_end, axis, sign * np.deg2rad(rng.uniform(20.0, 40.0)))
-                stack.append(
-                    (line[-1], child / np.linalg.norm(child), r * rng.uniform(0.7, 0.8), None)
-                )
+                stack.append((line[-1], child / norm(child), r * rng.uniform(0.7, 0.8), None))
     occ = np.zeros(lung.shape, np.float32)
     if not pts_all or not lung.any():
         return occ

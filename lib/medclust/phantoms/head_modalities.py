@@ -77,6 +77,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from medclust.cohort import CaseData, write_cohort
+from medclust.phantoms.exact import contract, inv_affine
 from medclust.phantoms.params import fail, integer, merged, number, numbers
 
 log = logging.getLogger(__name__)
@@ -256,7 +257,7 @@ def head_model() -> _HeadModel:
     maps[..., 2] = np.clip(np.rint(envelope * 255.0), 0, 255)
     maps[..., 3] = np.clip(np.rint((up(sdist) + _SD_OFFSET) / _SD_STEP), 0, 255)
     log.debug("head model: brain %d voxels, envelope %d", brain.sum(), (envelope > 0.5).sum())
-    return _HeadModel(maps=maps, world_to_vox=np.linalg.inv(t1.affine))
+    return _HeadModel(maps=maps, world_to_vox=inv_affine(t1.affine))
 
 
 def _sample(maps: np.ndarray, vox: np.ndarray) -> np.ndarray:
@@ -295,7 +296,7 @@ def _pixel_grid(size: int, fov_mm: float) -> tuple[np.ndarray, np.ndarray]:
 @lru_cache(maxsize=8)
 def _rbf_basis(size: int, cells: int) -> np.ndarray:
     """(size, cells + 2) Gaussian bumps on a regular grid of nodes, one node beyond each
-    edge; ``B @ W @ B.T`` of white noise ``W`` is a smooth field (correlation ~ 1 / cells)."""
+    edge; ``B W B^T`` of white noise ``W`` is a smooth field (correlation ~ 1 / cells)."""
     x = (np.arange(size) + 0.5) / size
     nodes = (np.arange(cells + 2) - 0.5) / cells
     basis = np.exp(-0.5 * ((x[:, None] - nodes[None, :]) * cells) ** 2)
@@ -308,7 +309,8 @@ def _smooth_fields(rng: np.random.Generator, k: int, size: int, cells: int) -> n
     unit standard deviation (separable Gaussian-RBF interpolation of white noise)."""
     basis = _rbf_basis(size, cells)
     white = rng.standard_normal((k, cells + 2, cells + 2))
-    fields = basis @ white @ basis.T
+    fields = contract(white, basis.T)  # W B^T: (k, cells + 2, size)
+    fields = np.moveaxis(contract(basis, np.moveaxis(fields, 1, 0)), 0, 1)  # B (W B^T)
     fields -= fields.mean(axis=(1, 2), keepdims=True)
     sd = fields.std(axis=(1, 2), keepdims=True)
     return fields / np.maximum(sd, 1e-9)
@@ -416,7 +418,7 @@ def _tissue_fractions(
     qz = w + geom.slice_mm + 0.5 * terms.warp_mm * dz
 
     world = np.stack([qx.ravel(), qy.ravel(), qz.ravel(), np.ones(qx.size)])
-    vox = (model.world_to_vox @ world)[:3]
+    vox = contract(model.world_to_vox[:3], world)
     gm, wm, env, sd = _sample(model.maps, vox).reshape(4, size, size)
     gm, wm, env = gm / 255.0, wm / 255.0, env / 255.0
     sd = sd * _SD_STEP - _SD_OFFSET
@@ -490,7 +492,7 @@ def _render_ct(rng, f: np.ndarray, spacing: float, terms: _Terms) -> np.ndarray:
     values = _jittered(rng, {k: 1.0 for k in hu}, terms.jitter * 0.3)
     values = np.array([hu[t] for t in _TISSUES], np.float32) * values
     values[_T["air"]] = -1000.0
-    img = np.tensordot(values, f, axes=1)
+    img = contract(values, f)
     img = ndi.gaussian_filter(img, 0.6 / spacing)
     img += rng.normal(0.0, 30.0 * terms.jitter)  # calibration offset (HU)
     sd = rng.uniform(3.0, 6.0) * terms.noise
@@ -515,7 +517,7 @@ def _render_mri(rng, f: np.ndarray, spacing: float, terms: _Terms) -> np.ndarray
         "wm": wm,
     }
     values = _jittered(rng, t1, terms.jitter)
-    img = np.tensordot(values, f, axes=1)
+    img = contract(values, f)
     img = ndi.gaussian_filter(img, 0.7 / spacing)
     n = img.shape[0]
     g = (np.arange(n) + 0.5) / n * 2 - 1
@@ -550,7 +552,7 @@ def _render_pet(rng, f: np.ndarray, spacing: float, terms: _Terms) -> np.ndarray
         "wm": wm,
     }
     values = _jittered(rng, suv, terms.jitter)
-    img = np.tensordot(values, f, axes=1)
+    img = contract(values, f)
     fwhm = rng.uniform(6.0, 8.0) + terms.pet_fwhm_extra
     img = ndi.gaussian_filter(img, fwhm / 2.3548 / spacing)
     counts_gm = rng.uniform(60.0, 150.0) / terms.noise  # expected counts in GM per pixel

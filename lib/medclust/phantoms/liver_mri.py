@@ -59,6 +59,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from medclust.cohort import CaseData, write_cohort
+from medclust.phantoms.exact import cross, dot, norm
 from medclust.phantoms.params import fail, integer, merged, number, numbers
 
 log = logging.getLogger(__name__)
@@ -299,7 +300,7 @@ def _vessel_tree(
         inside = True
         for _ in range(int(length / step)):
             d = d + rng.normal(0.0, 0.04, 3) * np.array([1.0, 1.0, 0.5])
-            d /= np.linalg.norm(d)
+            d /= norm(d)
             p = p + step * d
             idx = np.floor(p / spacing).astype(int)
             if np.any(idx < 0) or np.any(idx >= shape) or not liver[tuple(idx)]:
@@ -309,16 +310,16 @@ def _vessel_tree(
         if not inside or r * 0.72 < 1.2:
             continue
         for sign in (-1.0, 1.0):
-            axis = np.cross(d, rng.normal(size=3) * np.array([1.0, 1.0, 0.4]))
-            axis /= max(np.linalg.norm(axis), 1e-9)
+            axis = cross(d, rng.normal(size=3) * np.array([1.0, 1.0, 0.4]))
+            axis /= max(norm(axis), 1e-9)
             angle = sign * np.deg2rad(rng.uniform(20.0, 45.0))
             # Rodrigues rotation of d about axis
             child = (
                 d * np.cos(angle)
-                + np.cross(axis, d) * np.sin(angle)
-                + axis * np.dot(axis, d) * (1 - np.cos(angle))
+                + cross(axis, d) * np.sin(angle)
+                + axis * dot(axis, d) * (1 - np.cos(angle))
             )
-            stack.append((p.copy(), child / np.linalg.norm(child), r * rng.uniform(0.68, 0.8)))
+            stack.append((p.copy(), child / norm(child), r * rng.uniform(0.68, 0.8)))
     return samples
 
 
@@ -343,10 +344,10 @@ def _vessels(
     starts = []
     for ang in rng.uniform(-0.3, 0.3) + np.array([np.pi, 0.72 * np.pi, 1.3 * np.pi]):
         d = np.array([np.cos(ang), np.sin(ang), rng.uniform(-0.3, 0.3)])
-        starts.append((hilum, d / np.linalg.norm(d), rng.uniform(4.0, 5.5) * scale))
+        starts.append((hilum, d / norm(d), rng.uniform(4.0, 5.5) * scale))
     for ang in rng.uniform(-0.3, 0.3) + np.array([0.9 * np.pi, 1.2 * np.pi, 1.5 * np.pi]):
         d = np.array([np.cos(ang), np.sin(ang), -rng.uniform(0.2, 0.5)])
-        starts.append((dome, d / np.linalg.norm(d), rng.uniform(3.5, 4.5) * scale))
+        starts.append((dome, d / norm(d), rng.uniform(3.5, 4.5) * scale))
     samples = _vessel_tree(rng, liver, spacing, starts)
     lumen = np.zeros(liver.shape, bool)
     if not samples:

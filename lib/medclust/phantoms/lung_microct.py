@@ -90,6 +90,7 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
 from medclust.cohort import CaseData, write_cohort
+from medclust.phantoms.exact import contract, norm, random_rotation
 from medclust.phantoms.params import fail, integer, merged, number, numbers
 
 log = logging.getLogger(__name__)
@@ -258,15 +259,6 @@ def _unit_grid(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return u.reshape(-1, 1, 1), u.reshape(1, -1, 1), u.reshape(1, 1, -1)
 
 
-def _random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """A random proper rotation matrix (QR of a Gaussian matrix, signs fixed)."""
-    q, r = np.linalg.qr(rng.standard_normal((3, 3)))
-    q = q * np.sign(np.diag(r))
-    if np.linalg.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q
-
-
 def _largest_component(mask: np.ndarray) -> np.ndarray:
     lab, n = ndi.label(mask)
     if n <= 1:
@@ -323,7 +315,7 @@ def _specimen(rng: np.random.Generator, size: int) -> np.ndarray:
     u = _unit_grid(size)
     centre = rng.uniform(-0.05, 0.05, 3)
     axes = rng.uniform(0.64, 0.8, 3)
-    rot = _random_rotation(rng)
+    rot = random_rotation(rng)
     r2 = np.zeros((size,) * 3, np.float32)
     for row, a in zip(rot, axes, strict=True):
         proj = sum(float(row[k]) * (u[k] - float(centre[k])) for k in range(3))
@@ -404,9 +396,10 @@ def _foam(rng: np.random.Generator, points: np.ndarray, cell: float) -> np.ndarr
     grid = np.stack(np.meshgrid(ticks, ticks, ticks, indexing="ij"), axis=-1).reshape(-1, 3)
     # one seed uniformly inside each cell of a randomly rotated grid: cells of even size
     # without the grid's alignment
-    seeds = (grid + rng.uniform(0.0, 1.0, grid.shape) * cell) @ _random_rotation(rng).T + centre
+    jittered = grid + rng.uniform(0.0, 1.0, grid.shape) * cell
+    seeds = contract(random_rotation(rng), jittered.T).T + centre
     dist, near = cKDTree(seeds).query(points, k=2)
-    gap = np.linalg.norm(seeds[near[:, 1]] - seeds[near[:, 0]], axis=1)
+    gap = norm(seeds[near[:, 1]] - seeds[near[:, 0]], axis=1)
     to_wall = (dist[:, 1] ** 2 - dist[:, 0] ** 2) / (2.0 * np.maximum(gap, 1e-6))
     return np.clip(_WALL_HALF + 0.5 - to_wall, 0.0, 1.0).astype(np.float32)
 
@@ -445,7 +438,7 @@ def _render(
     # slow drift of the contrast: a linear gradient plus cupping, at most +-terms.drift
     u = _unit_grid(shape[0])
     direction = rng.standard_normal(3)
-    direction /= np.linalg.norm(direction)
+    direction /= norm(direction)
     linear = sum(float(direction[k]) * u[k] for k in range(3))
     cupping = u[0] ** 2 + u[1] ** 2 + u[2] ** 2
     drift = 0.6 * linear + 0.4 * (cupping - float(cupping.mean()))

@@ -109,6 +109,16 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from medclust.cohort import CaseData, write_cohort
+from medclust.phantoms.exact import (
+    contract,
+    det3,
+    dot,
+    inv3,
+    norm,
+    polar_rotation,
+    rotation_xyz,
+    unit,
+)
 from medclust.phantoms.params import fail, integer, merged, number, numbers
 
 log = logging.getLogger(__name__)
@@ -333,9 +343,7 @@ class ThoraxAnatomy:
         anchor = np.array([centre[0], centre[1], self.heart_anchor_z])
         centre = anchor + scale * (centre - anchor)
         az, ay = np.deg2rad(self.heart_rotation_deg)
-        rot_z = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-        rot_y = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-        return centre, rot_z @ rot_y, np.asarray(self.heart_axes, float) * scale
+        return centre, rotation_xyz((0.0, ay, az)), np.asarray(self.heart_axes, float) * scale
 
 
 ANATOMY = ThoraxAnatomy()
@@ -346,7 +354,7 @@ def _segment_sdf(x, y, z, a, b, r_a: float, r_b: float | None = None) -> np.ndar
     segment ``a``-``b``: negative inside."""
     a = np.asarray(a, float)
     ab = np.asarray(b, float) - a
-    t = ((x - a[0]) * ab[0] + (y - a[1]) * ab[1] + (z - a[2]) * ab[2]) / float(ab @ ab)
+    t = ((x - a[0]) * ab[0] + (y - a[1]) * ab[1] + (z - a[2]) * ab[2]) / float(dot(ab, ab))
     t = np.clip(t, 0.0, 1.0)
     d = np.sqrt(
         (x - a[0] - t * ab[0]) ** 2 + (y - a[1] - t * ab[1]) ** 2 + (z - a[2] - t * ab[2]) ** 2
@@ -422,7 +430,7 @@ def canonical_tissue(
     spine_axis_y = a.spine_y_at(z)
     spine_r = np.hypot(x, y - spine_axis_y)
     centre, rot, axes = a.heart_frame(heart_scale)
-    local = np.tensordot(rot.T, np.stack([x - centre[0], y - centre[1], z - centre[2]]), axes=1)
+    local = contract(rot.T, np.stack([x - centre[0], y - centre[1], z - centre[2]]))
     heart_r = np.sqrt(sum((local[k] / axes[k]) ** 2 for k in range(3)))
     aorta_sdf = _tubes_sdf(x, y, z, _polyline_segments(a.aorta, a.aorta_radii))
     artery_sdf = _tubes_sdf(x, y, z, a.pulmonary_arteries)
@@ -526,7 +534,7 @@ class Geometry:
     full-FOV grid) map to canonical coordinates ``c = linear^-1 (q - shift) - u(q)`` with the
     smooth displacement ``u(q) = sum_j amp_j cos(k_j . q + phase_j)`` (plane waves)."""
 
-    linear: np.ndarray  # 3x3, canonical -> patient (rotation @ scale)
+    linear: np.ndarray  # 3x3, canonical -> patient (rotation times scale)
     shift: np.ndarray  # (3,) mm
     wave_vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # (J, 3) rad/mm
     wave_phases: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (J,)
@@ -536,22 +544,22 @@ class Geometry:
         """``u(q)`` for points ``q`` of shape (3, N)."""
         if len(self.wave_phases) == 0:
             return np.zeros_like(q)
-        return self.wave_amplitudes.T @ np.cos(self.wave_vectors @ q + self.wave_phases[:, None])
+        phase = contract(self.wave_vectors, q) + self.wave_phases[:, None]
+        return contract(self.wave_amplitudes.T, np.cos(phase))
 
     def to_canonical(self, q: np.ndarray) -> np.ndarray:
         """Canonical coordinates of patient points ``q`` (3, N)."""
         q = np.asarray(q, float)
-        inverse = np.linalg.inv(self.linear)
-        return inverse @ (q - self.shift[:, None]) - self.displacement(q)
+        return contract(inv3(self.linear), q - self.shift[:, None]) - self.displacement(q)
 
     def from_canonical(self, c: np.ndarray, tol: float = 1e-9) -> np.ndarray:
         """Patient points ``q`` (3, N) with ``to_canonical(q) == c``, by the fixed-point
         iteration ``q = shift + linear (c + u(q))`` (a contraction: the displacement is
         Lipschitz-bounded by 0.45 and the scale by 1.12)."""
         c = np.asarray(c, float)
-        q = self.shift[:, None] + self.linear @ c
+        q = self.shift[:, None] + contract(self.linear, c)
         for _ in range(200):
-            new = self.shift[:, None] + self.linear @ (c + self.displacement(q))
+            new = self.shift[:, None] + contract(self.linear, c + self.displacement(q))
             done = float(np.abs(new - q).max()) < tol
             q = new
             if done:
@@ -560,13 +568,12 @@ class Geometry:
 
     @property
     def scale(self) -> float:
-        return float(abs(np.linalg.det(self.linear)) ** (1.0 / 3.0))
+        return float(abs(det3(self.linear)) ** (1.0 / 3.0))
 
     @property
     def rotation_deg(self) -> float:
         """Angle of the rotation part of ``linear`` (polar decomposition)."""
-        u, _, vt = np.linalg.svd(self.linear)
-        rot = u @ vt
+        rot = polar_rotation(self.linear)
         return float(np.rad2deg(np.arccos(np.clip((np.trace(rot) - 1.0) / 2.0, -1.0, 1.0))))
 
     @property
@@ -580,14 +587,6 @@ IDENTITY = Geometry(linear=np.eye(3), shift=np.zeros(3))
 _MAX_LIPSCHITZ = 0.45  # bound on |grad u|: keeps the map invertible and the iteration fast
 
 
-def _rotation(angles_deg: Sequence[float]) -> np.ndarray:
-    rx, ry, rz = np.deg2rad(angles_deg)
-    mx = np.array([[1, 0, 0], [0, np.cos(rx), -np.sin(rx)], [0, np.sin(rx), np.cos(rx)]])
-    my = np.array([[np.cos(ry), 0, np.sin(ry)], [0, 1, 0], [-np.sin(ry), 0, np.cos(ry)]])
-    mz = np.array([[np.cos(rz), -np.sin(rz), 0], [np.sin(rz), np.cos(rz), 0], [0, 0, 1]])
-    return mz @ my @ mx
-
-
 def draw_geometry(rng: np.random.Generator, deformation_mm: float) -> Geometry:
     """A random patient transform: scale ``U(0.9, 1.1)`` times a per-axis ``U(0.96, 1.04)``
     (clipped to 0.88..1.12), rotation ``U(-3, 3)`` degrees about x and y and ``U(-5, 5)``
@@ -598,7 +597,7 @@ def draw_geometry(rng: np.random.Generator, deformation_mm: float) -> Geometry:
     shift = np.array([rng.uniform(-12.0, 12.0), rng.uniform(-12.0, 12.0), rng.uniform(-8.0, 8.0)])
     n_waves = 6
     directions = rng.normal(size=(n_waves, 3))
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    directions = unit(directions, axis=1)
     wavelengths = rng.uniform(160.0, 360.0, n_waves)
     vectors = directions * (2.0 * np.pi / wavelengths)[:, None]
     phases = rng.uniform(0.0, 2.0 * np.pi, n_waves)
@@ -606,11 +605,11 @@ def draw_geometry(rng: np.random.Generator, deformation_mm: float) -> Geometry:
     rms = rng.uniform(0.4, 1.0) * deformation_mm
     current = float(np.sqrt((amplitudes**2).sum() / 2.0))
     amplitudes *= rms / current if current > 0 else 0.0
-    lipschitz = float((np.linalg.norm(amplitudes, axis=1) * np.linalg.norm(vectors, axis=1)).sum())
+    lipschitz = float((norm(amplitudes, axis=1) * norm(vectors, axis=1)).sum())
     if lipschitz > _MAX_LIPSCHITZ:
         amplitudes *= _MAX_LIPSCHITZ / lipschitz
     return Geometry(
-        linear=_rotation(angles) @ np.diag(scale),
+        linear=rotation_xyz(np.deg2rad(angles)) * scale[None, :],  # R diag(scale)
         shift=shift,
         wave_vectors=vectors,
         wave_phases=phases,
