@@ -8,8 +8,21 @@ STAMP := $(VENV)/.installed
 # DVC stage commands (papermill, python) must find the venv's executables first
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MPLBACKEND := Agg
+# CPU profile x86-64-v3 (AVX2 + FMA: Intel since Haswell, AMD since Zen): torch, oneDNN, MKL,
+# OpenBLAS and numpy use the same instruction-set kernels on every such CPU instead of each
+# picking its own (AVX-512 where present), so trained results are bit-identical across CPU
+# kinds (README, "Reproducibility"). Set any of them in the environment to override.
+export ATEN_CPU_CAPABILITY ?= avx2
+export ONEDNN_MAX_CPU_ISA ?= AVX2
+export MKL_CBWR ?= AVX2
+export OPENBLAS_CORETYPE ?= Haswell
+export NPY_DISABLE_CPU_FEATURES ?= X86_V4 AVX512_ICL AVX512_SPR
+# torch's parallel reductions split by thread count: the reference is 2 threads (this
+# project's machines). More threads run faster but match the committed numbers only within
+# make verify's tolerance.
+export OMP_NUM_THREADS ?= 2
 
-.PHONY: repro test venv data lint paper-scale clean-venv
+.PHONY: repro test venv data data-record verify lint paper-scale clean-venv
 
 repro: data
 	dvc repro
@@ -25,24 +38,40 @@ $(STAMP): requirements.txt pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
-# Build the embedded phantom cohorts unless data/ already matches data.dvc, then check the
-# result matches data.dvc bit for bit (generators are seeded and write integers, gzip mtime 0).
-# `dvc commit` stores the data in the DVC cache; data.dvc must come out of it unchanged.
+# Build the embedded phantom cohorts unless data/ already matches data.dvc, then check every
+# file against data.md5 (a mismatch names the cohorts and files) and the whole folder against
+# data.dvc. The generators are seeded, write integers (gzip mtime 0) and use no BLAS, so the
+# bytes are the same on every x86-64 CPU. `dvc commit` stores the data in the DVC cache.
 data: $(STAMP)
 	@if dvc status --quiet data.dvc 2>/dev/null; then \
 	  echo "data/ matches data.dvc"; \
 	else \
 	  python -m medclust.phantoms --out data; \
+	  if ! python -m medclust.phantoms.manifest check data data.md5; then \
+	    echo "If you changed a phantom generator on purpose, record the new data: make data-record"; \
+	    exit 1; \
+	  fi; \
 	  cp data.dvc $(VENV)/data.dvc.expected; \
 	  dvc commit --force --quiet data.dvc; \
 	  if ! cmp -s data.dvc $(VENV)/data.dvc.expected; then \
 	    mv $(VENV)/data.dvc.expected data.dvc; \
-	    echo "data/ differs from data.dvc after generation. If you changed a phantom generator"; \
-	    echo "on purpose, record the new data with: dvc add data && git add data.dvc"; \
+	    echo "data/ matches data.md5 but not data.dvc: record both with: make data-record"; \
 	    exit 1; \
 	  fi; \
 	  echo "data/ rebuilt; it matches data.dvc"; \
 	fi
+
+# After a deliberate generator change: rebuild data/ and record it in data.dvc and data.md5
+data-record: $(STAMP)
+	python -m medclust.phantoms --out data
+	python -m medclust.phantoms.manifest record data data.md5
+	dvc commit --force --quiet data.dvc
+	@echo "recorded; commit data.dvc and data.md5"
+
+# Rerun the studies (all, or STAGES="cdcn cae_dec") into verify/ and compare every metric with
+# the committed reports/*/metrics.json within a tolerance from the committed seed spread.
+verify: data
+	python -m medclust.verify --scratch verify $(STAGES)
 
 lint: $(STAMP)
 	ruff check lib tests
