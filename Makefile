@@ -8,19 +8,21 @@ STAMP := $(VENV)/.installed
 # DVC stage commands (papermill, python) must find the venv's executables first
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MPLBACKEND := Agg
-# CPU profile x86-64-v3 (AVX2 + FMA: Intel since Haswell, AMD since Zen): torch, oneDNN, MKL,
-# OpenBLAS and numpy use the same instruction-set kernels on every such CPU instead of each
-# picking its own (AVX-512 where present), so trained results are bit-identical across CPU
-# kinds (README, "Reproducibility"). Set any of them in the environment to override.
-export ATEN_CPU_CAPABILITY ?= avx2
-export ONEDNN_MAX_CPU_ISA ?= AVX2
-export MKL_CBWR ?= AVX2
-export OPENBLAS_CORETYPE ?= Haswell
-export NPY_DISABLE_CPU_FEATURES ?= X86_V4 AVX512_ICL AVX512_SPR
-# torch's parallel reductions split by thread count: the reference is 2 threads (this
-# project's machines). More threads run faster but match the committed numbers only within
-# make verify's tolerance.
-export OMP_NUM_THREADS ?= 2
+# Opt-in CPU profile (make repro CPU_PROFILE=x86-64-v3): torch, oneDNN, MKL, OpenBLAS and
+# numpy use AVX2 + FMA kernels on every CPU that has them (Intel since Haswell, AMD since Zen)
+# instead of each picking its own (AVX-512 where present), and torch uses 2 threads, so results
+# made with the profile are bit-identical across such CPUs. Off by default: it cost 23-47 % of
+# study runtime on the reference machine (README, "Reproducibility").
+ifeq ($(CPU_PROFILE),x86-64-v3)
+export ATEN_CPU_CAPABILITY := avx2
+export ONEDNN_MAX_CPU_ISA := AVX2
+export MKL_CBWR := AVX2
+export OPENBLAS_CORETYPE := Haswell
+export NPY_DISABLE_CPU_FEATURES := X86_V4 AVX512_ICL AVX512_SPR
+export OMP_NUM_THREADS := 2
+else ifneq ($(CPU_PROFILE),)
+$(error CPU_PROFILE=$(CPU_PROFILE) is not known; use CPU_PROFILE=x86-64-v3 or leave it unset)
+endif
 
 .PHONY: repro test venv data data-record verify lint paper-scale clean-venv
 
@@ -46,7 +48,7 @@ data: $(STAMP)
 	@if dvc status --quiet data.dvc 2>/dev/null; then \
 	  echo "data/ matches data.dvc"; \
 	else \
-	  python -m medclust.phantoms --out data; \
+	  python -m medclust.phantoms --out data --force; \
 	  if ! python -m medclust.phantoms.manifest check data data.md5; then \
 	    echo "If you changed a phantom generator on purpose, record the new data: make data-record"; \
 	    exit 1; \
@@ -63,7 +65,7 @@ data: $(STAMP)
 
 # After a deliberate generator change: rebuild data/ and record it in data.dvc and data.md5
 data-record: $(STAMP)
-	python -m medclust.phantoms --out data
+	python -m medclust.phantoms --out data --force
 	python -m medclust.phantoms.manifest record data data.md5
 	dvc commit --force --quiet data.dvc
 	@echo "recorded; commit data.dvc and data.md5"

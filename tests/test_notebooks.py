@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import json
-import re
 
 import nbformat
 import pandas as pd
@@ -23,14 +22,10 @@ DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 
 
 def _notebook_stages() -> dict[str, tuple[str, str]]:
-    """notebook stem -> (stage name, params block), read from dvc.yaml."""
-    found = {}
-    for name, stage in DVC["stages"].items():
-        cmd = " ".join(stage["cmd"]) if isinstance(stage["cmd"], list) else stage["cmd"]
-        if "papermill" in cmd:
-            notebook = re.search(r"notebooks/(\S+)\.ipynb", cmd).group(1)
-            found[notebook] = (name, stage["params"][0])
-    return found
+    """notebook stem -> (stage name, params block): the studies medclust.run knows."""
+    from medclust.run import STUDIES
+
+    return {notebook: (name, name) for name, notebook in STUDIES.items()}
 
 
 STAGES = _notebook_stages()
@@ -65,13 +60,17 @@ def test_parameters_match_params_yaml(notebook):
 
 
 @pytest.mark.parametrize("notebook", sorted(STAGES))
-def test_stage_passes_every_param(notebook):
+def test_stage_runs_the_notebook_with_its_block(notebook):
+    """Each param is declared once (params.yaml); the stage names only its block."""
     stage, block = STAGES[notebook]
-    cmd = " ".join(DVC["stages"][stage]["cmd"])
-    passed = dict(re.findall(r"-p (\w+) \$\{(\S+)\}", cmd))
-    assert passed == {name: f"{block}.{name}" for name in PARAMS[block]}
-    assert "-k python3" in cmd and "--log-output" in cmd and "mkdir -p" in cmd
-    assert {"lib/medclust", f"notebooks/{notebook}.ipynb"} <= set(DVC["stages"][stage]["deps"])
+    spec = DVC["stages"][stage]
+    assert spec["cmd"] == f"python -m medclust.run {block}"
+    assert spec["params"] == [block]
+    assert {"lib/medclust", f"notebooks/{notebook}.ipynb"} <= set(spec["deps"])
+    # DVC must not delete the committed results before a run (a failed run keeps them)
+    for out in spec["outs"]:
+        ((path, options),) = out.items()
+        assert options.get("persist") is True, path
 
 
 def test_metrics_declared_for_every_study():
@@ -200,6 +199,7 @@ def test_notebook_runs_in_smoke_mode(notebook, tmp_path):
     params = smoke_params(notebook, tmp_path)
     run_notebook(notebook, params, tmp_path)
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "report" / "tables" / "metrics_all.json").read_text())
     assert metrics
     assert list((tmp_path / "report" / "figures").glob("*.png"))
     if notebook != "00_cohorts":
@@ -228,6 +228,6 @@ def test_same_params_same_numbers(notebook, tmp_path):
         run_notebook(notebook, params, tmp_path / name)
         report = tmp_path / name / "report"
         tables = {p.name: p.read_text() for p in sorted((report / "tables").glob("*.csv"))}
-        runs.append((_metrics_without_runtime(report / "metrics.json"), tables))
+        runs.append((_metrics_without_runtime(report / "tables" / "metrics_all.json"), tables))
     assert runs[0][0] == runs[1][0]
     assert runs[0][1] == runs[1][1]

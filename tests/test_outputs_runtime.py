@@ -90,7 +90,7 @@ def test_seed_must_be_a_non_negative_int(bad):
 def test_select_device():
     assert select_device("cpu").type == "cpu"
     assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(ValueError, match="device must be"):
+    with pytest.raises(ValueError, match="invalid device 'tpu'"):
         select_device("tpu")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):

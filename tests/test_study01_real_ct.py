@@ -51,6 +51,6 @@ def test_cdcn_notebook_on_real_ct(shared_data, tmp_path):
         },
         tmp_path,
     )
-    metrics = json.loads((report / "metrics.json").read_text())
+    metrics = json.loads((report / "tables" / "metrics_all.json").read_text())
     assert metrics["n_cases"] == 4 and "texture_nmi" not in metrics
     assert set(metrics["lowhigh"]) == {"accuracy", "sensitivity", "specificity", "f1"}

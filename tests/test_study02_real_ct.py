@@ -40,7 +40,7 @@ def test_jule3d_notebook_on_real_ct(shared_data, tmp_path):
         {"cohort": str(cohort), "report_dir": str(report), **params},
         tmp_path,
     )
-    metrics = json.loads((report / "metrics.json").read_text())
+    metrics = json.loads((report / "tables" / "metrics_all.json").read_text())
     assert metrics["n_specimens"] == 1
     # organ labels score the body (HU > -300) segmentation: NMI is defined and in [0, 1]
     nmi = metrics["nmi_full_volume"]

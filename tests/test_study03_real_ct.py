@@ -58,7 +58,7 @@ def test_deepcluster_notebook_on_real_ct(shared_data, tmp_path):
         {"cohort": str(cohort), "report_dir": str(report), **SMOKE_DEEPCLUSTER, "n_clusters": 2},
         tmp_path,
     )
-    metrics = json.loads((report / "metrics.json").read_text())
+    metrics = json.loads((report / "tables" / "metrics_all.json").read_text())
     assert metrics["n_train"] == 6 and metrics["n_test"] == 2
     assert "dcam_auc" not in metrics  # no ground-truth emphysema map on real data
     assert set(metrics["acc"]) == {"proposed", "baseline", "supervised", "classical"}

@@ -49,6 +49,6 @@ def test_cae_dec_notebook_on_real_ct_and_mr(shared_data, tmp_path):
         {"cohort": str(cohort), "report_dir": str(report), **SMOKE_CAE_DEC},
         tmp_path,
     )
-    metrics = json.loads((report / "metrics.json").read_text())
+    metrics = json.loads((report / "tables" / "metrics_all.json").read_text())
     assert metrics["n_test"] > 0 and metrics["n_train"] > metrics["n_test"]
     assert set(metrics["acc"]) == {"kmeans_cae", "dec", "dcec", "idec", "raw_kmeans"}

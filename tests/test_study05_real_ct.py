@@ -60,7 +60,7 @@ def test_population_notebook_on_real_ct(shared_data, tmp_path):
         {"cohort": str(cohort), "features_dir": str(features), "report_dir": str(report), **params},
         tmp_path,
     )
-    metrics = json.loads((report / "metrics.json").read_text())
+    metrics = json.loads((report / "tables" / "metrics_all.json").read_text())
     assert metrics["n_volumes"] == 6 and metrics["n_reports"] == 5
     # no phenotype or finding columns on real data: those scores are left out
     assert "phenotype_nmi" not in metrics and "term_extraction" not in metrics

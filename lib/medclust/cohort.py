@@ -31,6 +31,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from medclust.outputs import default_mode
+
 log = logging.getLogger(__name__)
 
 DATASET_JSON = "dataset.json"
@@ -118,6 +120,27 @@ class Cohort:
     def volumes(self) -> Iterator[Volume]:
         for c in self.cases:
             yield self.load(c.id)
+
+    def label_values(self, column: str, param: str = "label_column") -> pd.Series:
+        """``clinical[column]`` (one value per case, in case order), checked before any work:
+        the column exists and no case leaves it blank; errors name the file, the param and
+        the cases."""
+        path = self.root / CLINICAL_CSV
+        if column not in self.clinical.columns:
+            raise CohortError(
+                f"{path}: no column {column!r} ({param}={column!r}); "
+                f"columns: {list(self.clinical.columns)}"
+            )
+        values = self.clinical[column]
+        blank = values.isna() | values.astype(str).str.strip().eq("")
+        if blank.any():
+            cases = list(values.index[blank])
+            more = f" and {len(cases) - 10} more" if len(cases) > 10 else ""
+            raise CohortError(
+                f"{path}: column {column!r} ({param}) is blank for {len(cases)} case(s): "
+                f"{', '.join(map(str, cases[:10]))}{more}"
+            )
+        return values
 
 
 # --------------------------------------------------------------------------- reading
@@ -338,6 +361,7 @@ def write_cohort(
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
+        tmp.chmod(default_mode(directory=True))  # mkdtemp makes it private
         entries, dims = [], set()
         for case in cases:
             dims.add(np.ndim(case.image))

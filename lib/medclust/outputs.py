@@ -7,7 +7,8 @@ Layout written by :class:`Report`::
 
     reports/<notebook>/figures/<name>.png
     reports/<notebook>/tables/<name>.csv  and  <name>.md
-    reports/<notebook>/metrics.json
+    reports/<notebook>/metrics.json          headline numbers (dvc metrics show / diff)
+    reports/<notebook>/tables/metrics_all.json  every metric
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ PAPER_COMPARISON = "paper_comparison"
 PAPER_COLUMNS = ["quantity", "paper", "this_run", "note"]
 
 
+def default_mode(directory: bool = False) -> int:
+    """The mode a plain ``open``/``mkdir`` would give under the user's umask (0644/0755 by
+    default); temporary files and folders are created private (0600/0700) and get this mode
+    before they are renamed into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,6 +46,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -113,9 +124,30 @@ class Report:
         self.table(df, PAPER_COMPARISON)
         return df
 
-    def metrics(self, metrics: Mapping) -> Path:
-        """Write ``metrics.json`` (the file ``dvc metrics show`` reads)."""
-        text = json.dumps(to_jsonable(metrics), indent=2, sort_keys=False) + "\n"
+    def metrics(self, metrics: Mapping, headline: Mapping[str, str] | None = None) -> Path:
+        """Write every metric to ``tables/metrics_all.json`` and the ``headline`` ones to
+        ``metrics.json``, the file ``dvc metrics show`` / ``diff`` read, so it fits a
+        terminal: ``{short name: dotted path into metrics}``, e.g. ``{"f1": "lowhigh.f1"}``;
+        a path the run did not produce (a ground truth the cohort lacks) is left out.
+        Without ``headline`` both files hold everything."""
+        everything = to_jsonable(metrics)
+        atomic_write_text(
+            self.dir / "tables" / "metrics_all.json", json.dumps(everything, indent=2) + "\n"
+        )
+        if headline is not None:
+            flat = flatten_metrics(everything)
+            everything = {short: flat[path] for short, path in headline.items() if path in flat}
+        text = json.dumps(everything, indent=2, sort_keys=False) + "\n"
         path = atomic_write_text(self.dir / "metrics.json", text)
         log.info("metrics %s", path)
         return path
+
+
+def flatten_metrics(tree, prefix: str = "") -> dict[str, object]:
+    """``{"acc": {"dec": 0.6}}`` -> ``{"acc.dec": 0.6}`` (lists and values are leaves)."""
+    if isinstance(tree, Mapping):
+        out: dict[str, object] = {}
+        for key, value in tree.items():
+            out.update(flatten_metrics(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: tree}

@@ -175,10 +175,17 @@ def _eligible_centres(
     voxels in the full ROI."""
     if not 0.0 <= float(min_inside) <= 1.0:
         raise ValueError(f"min_inside must lie in [0, 1], got {min_inside!r}")
+    if min_inside > 0 and largest_cross_section(roi) < min_inside * shape[0] * shape[1]:
+        return np.empty((0, 3), np.int64)  # no window can be that full: skip the slow scan
     cand = np.argwhere(roi) if candidates is None else candidates
     if min_inside > 0 and len(cand):
         cand = cand[_inside_fraction(roi, shape, cand) >= min_inside]
     return cand
+
+
+def largest_cross_section(roi: np.ndarray) -> int:
+    """ROI voxels in the fullest axial slice: an upper bound on the ROI voxels of any window."""
+    return int(np.asarray(roi).reshape(-1, roi.shape[-1]).sum(axis=0).max()) if roi.size else 0
 
 
 def sample_patches(
@@ -303,6 +310,7 @@ def sample_cohort_patches(
     seed: int = 0,
     allocation: str = "proportional",
     min_inside: float = 0.0,
+    case_ids: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random training patches over a cohort (the 50,000 patches of Perkonigg et al., Sec. 3).
 
@@ -319,8 +327,13 @@ def sample_cohort_patches(
     Case ``i`` draws from ``numpy.random.default_rng(SeedSequence(seed).spawn(n)[i])``, so a
     case's patches do not depend on the other cases. Returns ``patches`` ``(n_total, out_px,
     out_px)`` float32, ``case_index`` ``(n_total,)`` int64 (position in ``volumes``) and
-    ``centres`` ``(n_total, 3)`` int64.
+    ``centres`` ``(n_total, 3)`` int64. A case whose ROI cannot centre a patch of this size
+    is an error naming the case (``case_ids``, else its ``case_id`` or position), before any
+    patch is drawn.
     """
+    volumes = list(volumes)
+    if case_ids is None:
+        case_ids = [str(getattr(v, "case_id", i)) for i, v in enumerate(volumes)]
     vols = [_unpack(v, i) for i, v in enumerate(volumes)]
     if not vols:
         raise ValueError("volumes is empty")
@@ -329,9 +342,15 @@ def sample_cohort_patches(
     sizes = []
     for i, (image, mask, spacing) in enumerate(vols):
         _, roi = _as_volume(image, mask)
-        sizes.append(len(_eligible_centres(roi, patch_shape_voxels(size_mm, spacing), min_inside)))
+        shape = patch_shape_voxels(size_mm, spacing)
+        sizes.append(len(_eligible_centres(roi, shape, min_inside)))
         if sizes[-1] == 0:
-            raise ValueError(f"volume {i}: no ROI voxel can centre a patch")
+            raise ValueError(
+                f"case {case_ids[i]!r}: no ROI voxel can centre a patch of patch_size_mm="
+                f"{size_mm:g} ({shape[0]} x {shape[1]} voxels) with at least min_inside="
+                f"{min_inside:g} of it in the ROI (largest ROI cross-section: "
+                f"{largest_cross_section(roi)} voxels); use a smaller patch_size_mm or min_inside"
+            )
     weights = sizes if allocation == "proportional" else [1.0] * len(vols)
     counts = allocate(weights, n_total)
     seeds = np.random.SeedSequence(seed).spawn(len(vols))

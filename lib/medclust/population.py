@@ -638,16 +638,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     mode = "serial" if args.serial else (args.scheduler or "local")
-    extract_cohort(
-        args.cohort,
-        args.atlas,
-        args.out,
-        params,
-        mode=mode,
-        n_workers=args.workers,
-        threads_per_worker=args.threads_per_worker,
-        progress=not args.no_progress,
-    )
+    try:
+        extract_cohort(
+            args.cohort,
+            args.atlas,
+            args.out,
+            params,
+            mode=mode,
+            n_workers=args.workers,
+            threads_per_worker=args.threads_per_worker,
+            progress=not args.no_progress,
+        )
+    except (OSError, ValueError) as exc:  # CohortError is a ValueError: it names the file
+        parser.exit(1, f"{parser.prog}: error: {exc}\n")
     return 0
 
 

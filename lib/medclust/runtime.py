@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import time
 from contextlib import contextmanager
 
@@ -43,12 +44,12 @@ def select_device(device: str = "auto"):
 
     if not isinstance(device, str):
         raise ValueError(f"device must be a string such as 'auto', 'cpu' or 'cuda', got {device!r}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ValueError(f"invalid device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for but no CUDA device is available")
-    if not (device == "cpu" or device.startswith("cuda")):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
     log.info("device: %s", device)
     return torch.device(device)
 

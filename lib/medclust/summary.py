@@ -69,13 +69,20 @@ def study_section(folder: Path, notebooks_dir: Path) -> str:
 
 def build_index(reports_dir: str | Path, notebooks_dir: str | Path = "notebooks") -> str:
     reports_dir, notebooks_dir = Path(reports_dir), Path(notebooks_dir)
-    folders = sorted(p.parent for p in reports_dir.glob("*/metrics.json"))
+    # a study's report folder, not the scratch folder of a running or failed run
+    folders = sorted(
+        p.parent
+        for p in reports_dir.glob("*/metrics.json")
+        if not p.parent.name.endswith((".partial", ".old"))
+    )
     sections = [study_section(f, notebooks_dir) for f in folders]
     return HEADER + "\n" + "\n".join(sections)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write reports/README.md")
+    parser = argparse.ArgumentParser(
+        prog="python -m medclust.summary", description="Write reports/README.md"
+    )
     parser.add_argument("--reports", default="reports")
     parser.add_argument("--notebooks", default="notebooks")
     args = parser.parse_args(argv)

@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 
 from medclust.models.common import INFER_BATCH, as_image_batch, torch_numerics
 from medclust.outputs import atomic_write_bytes
+from medclust.runtime import select_device
 
 log = logging.getLogger(__name__)
 
@@ -355,9 +356,7 @@ class DCN(ClusterMixin, TransformerMixin, BaseEstimator):
                 )
 
     def _resolve_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return select_device(self.device)
 
     def _key(self, Xn: np.ndarray) -> str:
         params = {k: v for k, v in self.get_params(deep=False).items() if k not in _UNKEYED}
