@@ -8,20 +8,10 @@ STAMP := $(VENV)/.installed
 # DVC stage commands (papermill, python) must find the venv's executables first
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export MPLBACKEND := Agg
-# Opt-in CPU profile (make repro CPU_PROFILE=x86-64-v3): torch, oneDNN, MKL, OpenBLAS and
-# numpy use AVX2 + FMA kernels on every CPU that has them (Intel since Haswell, AMD since Zen)
-# instead of each picking its own (AVX-512 where present), and torch uses 2 threads, so results
-# made with the profile are bit-identical across such CPUs. Off by default: it cost 23-47 % of
-# study runtime on the reference machine (README, "Reproducibility").
-ifeq ($(CPU_PROFILE),x86-64-v3)
-export ATEN_CPU_CAPABILITY := avx2
-export ONEDNN_MAX_CPU_ISA := AVX2
-export MKL_CBWR := AVX2
-export OPENBLAS_CORETYPE := Haswell
-export NPY_DISABLE_CPU_FEATURES := X86_V4 AVX512_ICL AVX512_SPR
-export OMP_NUM_THREADS := 2
-else ifneq ($(CPU_PROFILE),)
-$(error CPU_PROFILE=$(CPU_PROFILE) is not known; use CPU_PROFILE=x86-64-v3 or leave it unset)
+# CPU profile of the study runs (python -m medclust.run, README "Reproducibility"):
+# x86-64-v3 (default: the same bits on every CPU with AVX2 + FMA) or native (faster on some)
+ifdef CPU_PROFILE
+export MEDCLUST_CPU_PROFILE := $(CPU_PROFILE)
 endif
 
 .PHONY: repro test venv data data-record verify lint paper-scale clean-venv

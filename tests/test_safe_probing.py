@@ -242,3 +242,17 @@ def test_committed_metrics_json_hold_headline_numbers_only():
 def test_cli_help_names_the_program(module):
     done = _cli(module, "--help")
     assert done.returncode == 0 and f"python -m {module}" in done.stdout
+
+
+def test_cpu_profile_pins_kernels_unless_the_environment_says_otherwise(monkeypatch):
+    from medclust.run import cpu_profile_env
+
+    monkeypatch.delenv("MEDCLUST_CPU_PROFILE", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    env = cpu_profile_env()
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2" and "OMP_NUM_THREADS" not in env
+    assert cpu_profile_env("native") == {}
+    monkeypatch.setenv("MEDCLUST_CPU_PROFILE", "avx9")
+    with pytest.raises(ParamError, match="unknown CPU profile 'avx9'"):
+        cpu_profile_env()

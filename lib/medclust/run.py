@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,36 @@ STUDIES: dict[str, str] = {
 }
 
 PARTIAL = ".partial"
+
+# Environment of the notebook's kernel, set before torch and numpy load there (README,
+# "Reproducibility"). x86-64-v3: torch, oneDNN, MKL, OpenBLAS and numpy use their AVX2 + FMA
+# kernels on every CPU that has them (Intel since Haswell, AMD since Zen) instead of each
+# picking its own (AVX-512 where present), and torch splits its reductions over 2 threads, so
+# the studies give the same bits on all such CPUs. "native" lets every library choose.
+# Variables already set in the environment win.
+CPU_PROFILES: dict[str, dict[str, str]] = {
+    "x86-64-v3": {
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+        "MKL_CBWR": "AVX2",
+        "OPENBLAS_CORETYPE": "Haswell",
+        "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
+        "OMP_NUM_THREADS": "2",
+    },
+    "native": {},
+}
+DEFAULT_CPU_PROFILE = "x86-64-v3"
+
+
+def cpu_profile_env(name: str | None = None) -> dict[str, str]:
+    """The variables of CPU profile ``name`` (default: ``$MEDCLUST_CPU_PROFILE``, else
+    x86-64-v3) that the environment does not set already."""
+    name = name or os.environ.get("MEDCLUST_CPU_PROFILE") or DEFAULT_CPU_PROFILE
+    if name not in CPU_PROFILES:
+        raise ParamError(
+            f"unknown CPU profile {name!r} (MEDCLUST_CPU_PROFILE); known: {', '.join(CPU_PROFILES)}"
+        )
+    return {k: v for k, v in CPU_PROFILES[name].items() if k not in os.environ}
 
 
 class ParamError(ValueError):
@@ -150,6 +181,7 @@ def run(study: Study, params: dict[str, object], *, quiet: bool = False) -> Path
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     executed = partial / "notebook.ipynb"
+    os.environ.update(cpu_profile_env())  # the kernel inherits it
     import papermill as pm
 
     try:
@@ -216,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.report_dir:
             params["report_dir"] = args.report_dir
         check_params(study, params)
+        cpu_profile_env()
     except ParamError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     try:
