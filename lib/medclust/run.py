@@ -170,8 +170,9 @@ def _swap_in(partial: Path, report: Path) -> None:
 
 def _publishable(folder: Path) -> None:
     """Files and folders get the user's umask (papermill's temporary files are private)."""
+    file_mode, dir_mode = default_mode(), default_mode(directory=True)
     for path in [folder, *folder.rglob("*")]:
-        path.chmod(default_mode(directory=path.is_dir()))
+        path.chmod(dir_mode if path.is_dir() else file_mode)
 
 
 def run(study: Study, params: dict[str, object], *, quiet: bool = False) -> Path:

@@ -163,9 +163,11 @@ class Stage:
     report_dir: Path  # committed report folder
 
 
-def notebook_stages(root: Path) -> dict[str, Stage]:
-    """Every study stage (:data:`medclust.run.STUDIES`) with its committed report folder."""
-    params = yaml.safe_load((root / "params.yaml").read_text())
+def notebook_stages(root: Path, params: dict | None = None) -> dict[str, Stage]:
+    """Every study stage (:data:`medclust.run.STUDIES`) with its committed report folder
+    (``params``: the parsed ``params.yaml``, read from ``root`` if not given)."""
+    if params is None:
+        params = yaml.safe_load((root / "params.yaml").read_text())
     return {
         name: Stage(name, Study.named(name, root), root / params[name]["report_dir"])
         for name in STUDIES
@@ -336,11 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     root = Path(args.root).resolve()
-    stages = notebook_stages(root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    stages = notebook_stages(root, params)
     unknown = [s for s in args.stages if s not in stages]
     if unknown:
         parser.error(f"unknown stage(s) {unknown}; known: {sorted(stages)}")
-    params = yaml.safe_load((root / "params.yaml").read_text())
     scratch = Path(args.scratch).resolve()
     rows, timing = [], {}
     for name in args.stages or list(stages):

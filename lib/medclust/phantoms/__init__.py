@@ -35,14 +35,18 @@ def generator(name: str):
     return import_module(f"{__name__}.{_MODULES[name]}")
 
 
-def build(name: str, out_dir: str | Path, **overrides) -> Path:
-    """Write cohort ``name`` into ``out_dir/name`` with the generator's defaults and overrides."""
-    module = generator(name)
-    unknown = set(overrides) - set(module.DEFAULTS)
+def with_overrides(name: str, overrides: dict) -> dict:
+    """The parameters of generator ``name``: its defaults updated by ``overrides``; an unknown
+    name is a ``TypeError`` naming the generator and the known parameters."""
+    defaults = generator(name).DEFAULTS
+    unknown = set(overrides) - set(defaults)
     if unknown:
         raise TypeError(
-            f"phantom {name!r}: unknown parameter(s) {sorted(unknown)}; "
-            f"known: {sorted(module.DEFAULTS)}"
+            f"phantom {name!r}: unknown parameter(s) {sorted(unknown)}; known: {sorted(defaults)}"
         )
-    params = {**module.DEFAULTS, **overrides}
-    return module.generate(Path(out_dir) / name, **params)
+    return {**defaults, **overrides}
+
+
+def build(name: str, out_dir: str | Path, **overrides) -> Path:
+    """Write cohort ``name`` into ``out_dir/name`` with the generator's defaults and overrides."""
+    return generator(name).generate(Path(out_dir) / name, **with_overrides(name, overrides))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from medclust.phantoms import available, build, generator
+from medclust.phantoms import available, build, with_overrides
 
 PROG = "python -m medclust.phantoms"
 
@@ -52,12 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides[key] = yaml.safe_load(value)
     names = args.names or available()
     for name in names:  # every name checked before anything is written
-        unknown_keys = sorted(set(overrides) - set(generator(name).DEFAULTS))
-        if unknown_keys:
-            parser.error(
-                f"{name}: unknown parameter(s) {unknown_keys}; "
-                f"known: {', '.join(sorted(generator(name).DEFAULTS))}"
-            )
+        try:
+            with_overrides(name, overrides)
+        except TypeError as exc:
+            parser.error(str(exc))
     existing = [str(Path(args.out) / n) for n in names if (Path(args.out) / n).exists()]
     if existing and not args.force:
         parser.exit(
