@@ -38,8 +38,8 @@ data: $(STAMP)
 	@if dvc status --quiet data.dvc 2>/dev/null; then \
 	  echo "data/ matches data.dvc"; \
 	else \
-	  python -m medclust.phantoms --out data --force; \
-	  if ! python -m medclust.phantoms.manifest check data data.md5; then \
+	  python -m medclust_phantoms --out data --force; \
+	  if ! python -m medclust_phantoms.manifest check data data.md5; then \
 	    echo "If you changed a phantom generator on purpose, record the new data: make data-record"; \
 	    exit 1; \
 	  fi; \
@@ -55,8 +55,8 @@ data: $(STAMP)
 
 # After a deliberate generator change: rebuild data/ and record it in data.dvc and data.md5
 data-record: $(STAMP)
-	python -m medclust.phantoms --out data --force
-	python -m medclust.phantoms.manifest record data data.md5
+	python -m medclust_phantoms --out data --force
+	python -m medclust_phantoms.manifest record data data.md5
 	dvc commit --force --quiet data.dvc
 	@echo "recorded; commit data.dvc and data.md5"
 

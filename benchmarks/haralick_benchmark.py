@@ -53,7 +53,7 @@ from medclust.features.glcm import (  # noqa: E402
     window_radius_voxels,
 )
 from medclust.outputs import atomic_write_text  # noqa: E402
-from medclust.phantoms import routine_ct  # noqa: E402
+from medclust_phantoms import routine_ct  # noqa: E402
 from medclust.population import hu_levels  # noqa: E402
 
 log = logging.getLogger("haralick_benchmark")

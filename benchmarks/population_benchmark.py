@@ -48,7 +48,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from medclust import population  # noqa: E402
 from medclust.cohort import load_cohort  # noqa: E402
 from medclust.outputs import atomic_write_text  # noqa: E402
-from medclust.phantoms import routine_ct, routine_ct_atlas  # noqa: E402
+from medclust_phantoms import routine_ct, routine_ct_atlas  # noqa: E402
 
 log = logging.getLogger("population_benchmark")
 

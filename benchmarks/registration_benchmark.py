@@ -43,8 +43,8 @@ from tqdm import tqdm
 from medclust import registration as reg
 from medclust.cohort import load_cohort
 from medclust.outputs import atomic_write_text
-from medclust.phantoms import routine_ct as rct
-from medclust.phantoms import routine_ct_atlas as rca
+from medclust_phantoms import routine_ct as rct
+from medclust_phantoms import routine_ct_atlas as rca
 
 log = logging.getLogger("registration_benchmark")
 

@@ -68,7 +68,7 @@ def test_position_scale_balances_appearance_and_position():
 
 def test_position_scale_matches_phantom_atlas_lungs(tmp_path):
     from medclust.cohort import load_cohort
-    from medclust.phantoms import routine_ct, routine_ct_atlas
+    from medclust_phantoms import routine_ct, routine_ct_atlas
 
     root = routine_ct_atlas.generate(tmp_path / "atlas", n_templates=1)
     atlas = load_cohort(root).load("atlas")

@@ -138,8 +138,8 @@ SMOKE_POPULATION = {
 
 def population_smoke_cohort(tmp_path):
     """A small routine CT cohort, its atlas (two templates) and its extracted features."""
-    from medclust.phantoms import build
     from medclust.population import DEFAULTS, extract_cohort
+    from medclust_phantoms import build
 
     small = {"shape": (32, 32, 28), "spacing": (11.25, 11.25, 11.4)}
     cohort = build("routine_ct", tmp_path / "data", n_cases=16, **small)
@@ -158,7 +158,7 @@ def smoke_params(notebook, tmp_path):
         write_tiny_cohort(tmp_path / "data" / "tiny")
         return {"data_dir": str(tmp_path / "data"), "report_dir": report_dir, "n_examples": 2}
     if notebook == "01_cdcn_texture_signatures":
-        from medclust.phantoms import build
+        from medclust_phantoms import build
 
         cohort = build("liver_mri", tmp_path / "data", n_cases=8, shape=(80, 64, 6))
         return {
@@ -168,17 +168,17 @@ def smoke_params(notebook, tmp_path):
             **SMOKE_CDCN,
         }
     if notebook == "02_jule3d_segmentation":
-        from medclust.phantoms import build
+        from medclust_phantoms import build
 
         cohort = build("lung_microct", tmp_path / "data", n_specimens=2, size=40)
         return {"cohort": str(cohort), "report_dir": report_dir, **SMOKE_JULE3D}
     if notebook == "03_deepcluster_dcam":
-        from medclust.phantoms import build
+        from medclust_phantoms import build
 
         cohort = build("emphysema_ct", tmp_path / "data", n_train=18, n_test=12, shape=(32, 32, 32))
         return {"cohort": str(cohort), "report_dir": report_dir, **SMOKE_DEEPCLUSTER}
     if notebook == "04_cae_dec_dcec":
-        from medclust.phantoms import build
+        from medclust_phantoms import build
 
         cohort = build("head_modalities", tmp_path / "data", counts=(10, 10, 10), size=64)
         return {"cohort": str(cohort), "report_dir": report_dir, **SMOKE_CAE_DEC}

@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 from scipy.stats import spearmanr
 
 from medclust.cohort import load_cohort
-from medclust.phantoms import emphysema_ct
+from medclust_phantoms import emphysema_ct
 
 SMALL = {"shape": (32, 32, 32), "spacing": (7.0, 7.0, 7.0)}
 CENTRILOBULAR = (1, 2, 3)  # trace, mild, moderate

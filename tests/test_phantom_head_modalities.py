@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 from medclust.cohort import load_cohort
 from medclust.intensity import rescale_percentiles
 from medclust.metrics import cluster_accuracy
-from medclust.phantoms import available, build, head_modalities
+from medclust_phantoms import available, build, head_modalities
 
 SMALL = {"counts": {"CT": 4, "MRI": 4, "PET": 3}, "size": 64}
 

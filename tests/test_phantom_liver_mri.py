@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from medclust.cohort import load_cohort
-from medclust.phantoms import liver_mri
+from medclust_phantoms import liver_mri
 
 SMALL = {"shape": (72, 60, 6), "spacing": (1.5, 1.5, 5.0)}
 

@@ -14,7 +14,8 @@ from sklearn.cluster import KMeans
 
 from medclust.cohort import load_cohort
 from medclust.metrics import nmi
-from medclust.phantoms import lung_microct
+from medclust.segmentation import annotated_slices
+from medclust_phantoms import lung_microct
 
 SMALL = {"size": 40, "seed": 3}
 FRACS = [f"frac_{name}" for name in lung_microct.CLASSES.values()]
@@ -135,7 +136,7 @@ def test_annotated_slices_hold_the_classes(which, request):
     for case_id, vol in vols.items():
         value = cohort.clinical.loc[case_id, "annotated_slices"]
         assert isinstance(value, str)
-        slices = lung_microct.annotated_slices(value, depth=vol.image.shape[2])
+        slices = annotated_slices(value, depth=vol.image.shape[2])
         assert len(slices) == 7
         assert slices == sorted(slices)
         z_extent = np.flatnonzero(vol.mask.any(axis=(0, 1)))
@@ -199,7 +200,7 @@ def test_difficulty_raises_noise(tmp_path):
 
 
 def test_annotated_slices_parser():
-    parse = lung_microct.annotated_slices
+    parse = annotated_slices
     assert parse("12;25;38;51;64;77;88") == [12, 25, 38, 51, 64, 77, 88]
     assert parse(" 3 ; 7") == [3, 7]
     assert parse(5) == [5]

@@ -12,7 +12,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from medclust.cohort import load_cohort
-from medclust.phantoms import routine_ct, routine_ct_atlas
+from medclust_phantoms import routine_ct, routine_ct_atlas
 
 SMALL = {"shape": (32, 32, 24), "spacing": (11.25, 11.25, 13.5)}  # 360 x 360 x 324 mm
 FULL_GRID = ((48, 48, 40), (7.5, 7.5, 8.0))

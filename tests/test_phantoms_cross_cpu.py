@@ -33,8 +33,8 @@ SMALL = {
 BUILD = """
 import json, sys
 from pathlib import Path
-from medclust.phantoms import available, build
-from medclust.phantoms.manifest import digests
+from medclust_phantoms import available, build
+from medclust_phantoms.manifest import digests
 small, out = json.loads(sys.argv[1]), Path(sys.argv[2])
 assert sorted(small) == available(), "add the new generator to SMALL"
 for name, params in small.items():
@@ -79,7 +79,7 @@ def reference(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("label", sorted(SETTINGS))
 def test_phantoms_identical_under_other_cpu_kernels(label, reference, tmp_path):
-    from medclust.phantoms.manifest import describe, differences
+    from medclust_phantoms.manifest import describe, differences
 
     got = _build(tmp_path, label, SETTINGS[label])
     assert len(reference) > 50
@@ -108,10 +108,10 @@ def _blas_uses(path) -> list[str]:
 
 
 def test_generators_call_no_blas():
-    """Generators use :mod:`medclust.phantoms.exact` instead (fixed-order element-wise sums)."""
+    """Generators use :mod:`medclust_phantoms.exact` instead (fixed-order element-wise sums)."""
     modules = [p for p in sorted(PHANTOMS.glob("*.py")) if p.name != "exact.py"]
     assert len(modules) >= 6
     uses = [u for p in modules for u in _blas_uses(p)]
-    assert not uses, "BLAS/LAPACK in a phantom generator (use medclust.phantoms.exact):\n" + (
+    assert not uses, "BLAS/LAPACK in a phantom generator (use medclust_phantoms.exact):\n" + (
         "\n".join(uses)
     )

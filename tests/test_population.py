@@ -17,7 +17,7 @@ from medclust import population
 from medclust.cohort import CaseData, load_cohort, write_cohort
 from medclust.features.bovw import FEATURE_KINDS, Vocabulary, local_features
 from medclust.features.glcm import HARALICK_FEATURES
-from medclust.phantoms import routine_ct, routine_ct_atlas
+from medclust_phantoms import routine_ct, routine_ct_atlas
 
 ROOT = Path(__file__).resolve().parents[1]
 N_CASES = 3

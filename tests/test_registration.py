@@ -17,8 +17,8 @@ import SimpleITK as sitk
 
 from medclust import registration as reg
 from medclust.cohort import load_cohort
-from medclust.phantoms import routine_ct as rct
-from medclust.phantoms import routine_ct_atlas as rca
+from medclust_phantoms import routine_ct as rct
+from medclust_phantoms import routine_ct_atlas as rca
 
 N_TEMPLATES = 3
 

@@ -41,25 +41,25 @@ def _tree_state(folder):
 
 def test_phantom_cli_refuses_an_existing_cohort(tmp_path):
     small = ["--set", "n_cases=2", "--set", "shape=[40, 32, 4]"]
-    first = _cli("medclust.phantoms", "liver_mri", "--out", str(tmp_path), *small)
+    first = _cli("medclust_phantoms", "liver_mri", "--out", str(tmp_path), *small)
     assert first.returncode == 0, first.stderr
     before = _tree_state(tmp_path / "liver_mri")
-    again = _cli("medclust.phantoms", "liver_mri", "--out", str(tmp_path), "--set", "n_cases=3")
+    again = _cli("medclust_phantoms", "liver_mri", "--out", str(tmp_path), "--set", "n_cases=3")
     assert again.returncode == 1
     assert again.stderr.count("\n") == 1 and "--force" in again.stderr
     assert "Traceback" not in again.stderr
     assert _tree_state(tmp_path / "liver_mri") == before
-    forced = _cli("medclust.phantoms", "liver_mri", "--out", str(tmp_path), *small, "--force")
+    forced = _cli("medclust_phantoms", "liver_mri", "--out", str(tmp_path), *small, "--force")
     assert forced.returncode == 0, forced.stderr
 
 
 def test_phantom_cli_needs_out_and_checks_params_before_writing(tmp_path):
-    no_out = _cli("medclust.phantoms", "liver_mri")
+    no_out = _cli("medclust_phantoms", "liver_mri")
     assert no_out.returncode == 2 and "--out" in no_out.stderr
-    typo = _cli("medclust.phantoms", "--out", str(tmp_path), "--set", "n_cases=3")
+    typo = _cli("medclust_phantoms", "--out", str(tmp_path), "--set", "n_cases=3")
     assert typo.returncode == 2 and "unknown parameter" in typo.stderr
     assert not any(tmp_path.iterdir())  # nothing written although liver_mri knows n_cases
-    bad = _cli("medclust.phantoms", "liver_mri", "--out", str(tmp_path), "--set", "n_cases=-1")
+    bad = _cli("medclust_phantoms", "liver_mri", "--out", str(tmp_path), "--set", "n_cases=-1")
     assert bad.returncode == 1 and "n_cases" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -232,11 +232,11 @@ def test_committed_metrics_json_hold_headline_numbers_only():
 @pytest.mark.parametrize(
     "module",
     [
-        "medclust.phantoms",
+        "medclust_phantoms",
         "medclust.population",
         "medclust.run",
         "medclust.verify",
-        "medclust.phantoms.manifest",
+        "medclust_phantoms.manifest",
     ],
 )
 def test_cli_help_names_the_program(module):

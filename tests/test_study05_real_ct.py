@@ -16,8 +16,8 @@ from conftest import run_notebook
 from test_notebooks import SMOKE_POPULATION
 
 from medclust.cohort import CaseData, write_cohort
-from medclust.phantoms import build
 from medclust.population import DEFAULTS, extract_cohort
+from medclust_phantoms import build
 
 REPORTS = [
     "FINDINGS: Mild centrilobular emphysema in both upper lobes. No pleural effusion.",

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from medclust.phantoms import exact, manifest
 from medclust.verify import compare, flatten, notebook_stages, tolerance
+from medclust_phantoms import exact, manifest
 
 
 def _tree(root, files: dict[str, bytes]):
@@ -25,12 +25,12 @@ def _tree(root, files: dict[str, bytes]):
 def test_manifest_check_names_cohort_and_files(tmp_path):
     data = tmp_path / "data"
     _tree(data, {"a/x.nii.gz": b"1", "a/y.csv": b"2", "b/z.json": b"3"})
-    record = [sys.executable, "-m", "medclust.phantoms.manifest", "record", str(data)]
+    record = [sys.executable, "-m", "medclust_phantoms.manifest", "record", str(data)]
     subprocess.run([*record, str(tmp_path / "data.md5")], check=True, capture_output=True)
     (data / "a" / "y.csv").write_bytes(b"changed")
     (data / "b" / "z.json").unlink()
     (data / "b" / "new.txt").write_bytes(b"4")
-    check = [sys.executable, "-m", "medclust.phantoms.manifest", "check", str(data)]
+    check = [sys.executable, "-m", "medclust_phantoms.manifest", "check", str(data)]
     done = subprocess.run([*check, str(tmp_path / "data.md5")], capture_output=True, text=True)
     assert done.returncode == 1
     assert "2 cohort(s)" in done.stdout

@@ -403,7 +403,7 @@ def load_features(out_dir: str | Path) -> list[dict[str, Any]]:
 def build_template_set(atlas_root: str | Path, params: Mapping[str, Any]):
     """The :class:`~medclust.registration.TemplateSet` of an atlas cohort (study 05, Fig. 2):
     the case of role ``atlas`` (clinical.csv) and the first ``n_templates`` cases of role
-    ``template`` (all when 0), as :mod:`medclust.phantoms.routine_ct_atlas` writes them. Each
+    ``template`` (all when 0), as :mod:`medclust_phantoms.routine_ct_atlas` writes them. Each
     template is registered to the atlas once, initialised by its landmarks where clinical.csv
     has ``lm_<name>_x/_y/_z`` columns (the paper's "manually annotated landmarks"), affine then
     (``nonlinear``) non-linear."""

@@ -13,6 +13,7 @@ slices (the paper's seven) or on the whole volume.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -104,3 +105,39 @@ def segmentation_nmi(
     if not fg.any():
         raise ValueError("no ground-truth foreground voxel to score")
     return nmi(truth[fg], pred[fg], average_method="geometric")
+
+
+def annotated_slices(value, *, depth: int | None = None) -> list[int]:
+    """Axial slice indices of a ``clinical.csv`` ``annotated_slices`` entry.
+
+    ``"12;25;38"`` gives ``[12, 25, 38]``; a single index may arrive as an integer (pandas reads
+    a one-slice column as numbers). With ``depth`` (slices in the volume) every index must be
+    below it. Raises ``ValueError`` naming ``annotated_slices`` for empty, non-integer,
+    negative, duplicate or out-of-range entries.
+    """
+
+    def bad(msg: str) -> ValueError:
+        return ValueError(f"annotated_slices {msg}, got {value!r}")
+
+    if isinstance(value, bool):
+        raise bad("must be a ';'-separated string of slice indices")
+    if isinstance(value, int | np.integer):
+        items = [int(value)]
+    elif isinstance(value, float | np.floating):
+        if not (math.isfinite(value) and float(value).is_integer()):
+            raise bad("must be a ';'-separated string of slice indices (empty or non-integer)")
+        items = [int(value)]
+    elif isinstance(value, str):
+        tokens = [t.strip() for t in value.split(";")]
+        if not value.strip() or not all(t.isdigit() and t.isascii() for t in tokens):
+            raise bad("must be a ';'-separated string of non-negative integer slice indices")
+        items = [int(t) for t in tokens]
+    else:
+        raise bad("must be a ';'-separated string of slice indices")
+    if min(items) < 0:
+        raise bad("must hold non-negative slice indices")
+    if len(set(items)) != len(items):
+        raise bad("must not repeat a slice")
+    if depth is not None and max(items) >= depth:
+        raise bad(f"must index slices below the volume depth {depth}")
+    return items

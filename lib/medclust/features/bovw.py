@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 #: Per-axis standard deviation (mm) of positions spread evenly over two lungs, rounded: adult
 #: lungs of ~250 (left-right) x 180 (antero-posterior) x 230 mm (cranio-caudal) give
 #: ``extent / sqrt(12)`` = 72, 52 and 66 mm (root mean square 64 mm); the lungs of the phantom
-#: atlas of :mod:`medclust.phantoms.routine_ct_atlas` give 70, 38 and 58 mm (57 mm).
+#: atlas of :mod:`medclust_phantoms.routine_ct_atlas` give 70, 38 and 58 mm (57 mm).
 POSITION_SCALE_MM = 60.0
 #: The paper's split of 3D SIFT keypoints: microSIFT <= 2 cm diameter, macroSIFT > 2 cm.
 MICRO_MAX_DIAMETER_MM = 20.0

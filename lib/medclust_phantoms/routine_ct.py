@@ -109,7 +109,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from medclust.cohort import CaseData, write_cohort
-from medclust.phantoms.exact import (
+from medclust_phantoms.exact import (
     contract,
     det3,
     dot,
@@ -119,7 +119,7 @@ from medclust.phantoms.exact import (
     rotation_xyz,
     unit,
 )
-from medclust.phantoms.params import fail, integer, merged, number, numbers
+from medclust_phantoms.params import fail, integer, merged, number, numbers
 
 log = logging.getLogger(__name__)
 

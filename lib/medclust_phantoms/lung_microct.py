@@ -63,7 +63,7 @@ lowers the depth of the noninvasive holes and its mottling.
 specimen tissue, the alveolar lumen, at the strongest drift); ``annotated_slices`` (the analog
 of the seven annotated slices: ``n_annotated_slices`` axial indices, last array axis, spread
 through the specimen on slices where all three classes appear where possible, stored as a
-string ``"12;25;38"``, parsed by :func:`annotated_slices`); ``spacing_mm``; ``frac_<class>``
+string ``"12;25;38"``, parsed by :func:`medclust.segmentation.annotated_slices`); ``spacing_mm``; ``frac_<class>``
 (the true fraction of specimen voxels of each class, from the labelmap) and
 ``dominant_tissue`` (the largest class, the cohort's declared clinical label).
 
@@ -90,8 +90,8 @@ from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
 
 from medclust.cohort import CaseData, write_cohort
-from medclust.phantoms.exact import contract, norm, random_rotation
-from medclust.phantoms.params import fail, integer, merged, number, numbers
+from medclust_phantoms.exact import contract, norm, random_rotation
+from medclust_phantoms.params import fail, integer, merged, number, numbers
 
 log = logging.getLogger(__name__)
 
@@ -200,42 +200,6 @@ def specimen_id(i: int) -> str:
         n, r = divmod(n - 1, 26)
         letters = chr(ord("A") + r) + letters
     return f"lung_{letters}"
-
-
-def annotated_slices(value, *, depth: int | None = None) -> list[int]:
-    """Axial slice indices of a ``clinical.csv`` ``annotated_slices`` entry.
-
-    ``"12;25;38"`` gives ``[12, 25, 38]``; a single index may arrive as an integer (pandas reads
-    a one-slice column as numbers). With ``depth`` (slices in the volume) every index must be
-    below it. Raises ``ValueError`` naming ``annotated_slices`` for empty, non-integer,
-    negative, duplicate or out-of-range entries.
-    """
-
-    def bad(msg: str) -> ValueError:
-        return ValueError(f"annotated_slices {msg}, got {value!r}")
-
-    if isinstance(value, bool):
-        raise bad("must be a ';'-separated string of slice indices")
-    if isinstance(value, int | np.integer):
-        items = [int(value)]
-    elif isinstance(value, float | np.floating):
-        if not (math.isfinite(value) and float(value).is_integer()):
-            raise bad("must be a ';'-separated string of slice indices (empty or non-integer)")
-        items = [int(value)]
-    elif isinstance(value, str):
-        tokens = [t.strip() for t in value.split(";")]
-        if not value.strip() or not all(t.isdigit() and t.isascii() for t in tokens):
-            raise bad("must be a ';'-separated string of non-negative integer slice indices")
-        items = [int(t) for t in tokens]
-    else:
-        raise bad("must be a ';'-separated string of slice indices")
-    if min(items) < 0:
-        raise bad("must hold non-negative slice indices")
-    if len(set(items)) != len(items):
-        raise bad("must not repeat a slice")
-    if depth is not None and max(items) >= depth:
-        raise bad(f"must index slices below the volume depth {depth}")
-    return items
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple, sigma: float) -> np.ndarray:

@@ -5,7 +5,7 @@ Each generator module defines ``NAME`` (the cohort folder name under ``data/``),
 ``generate(root, **params) -> Path`` which writes the cohort with
 :func:`medclust.cohort.write_cohort`. Generation is seeded and bit-reproducible.
 
-Build the embedded defaults with ``python -m medclust.phantoms --out data`` (what ``make data``
+Build the embedded defaults with ``python -m medclust_phantoms --out data`` (what ``make data``
 runs); ``--set key=value`` overrides a generator parameter for a one-off cohort.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 from importlib import import_module
 from pathlib import Path
 
-# cohort name -> module of medclust.phantoms; each study issue adds its own cohort here
+# cohort name -> module of medclust_phantoms; each study issue adds its own cohort here
 _MODULES = {
     "liver_mri": "liver_mri",
     "head_modalities": "head_modalities",

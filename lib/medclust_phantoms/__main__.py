@@ -1,4 +1,4 @@
-"""``python -m medclust.phantoms [NAME ...] --out FOLDER [--set key=value ...] [--force]``
+"""``python -m medclust_phantoms [NAME ...] --out FOLDER [--set key=value ...] [--force]``
 
 Writes each cohort to ``FOLDER/NAME``. An existing cohort folder is never replaced without
 ``--force`` (``make data`` is the one writer of the tracked ``data/``).
@@ -13,16 +13,16 @@ from pathlib import Path
 
 import yaml
 
-from medclust.phantoms import available, build, with_overrides
+from medclust_phantoms import available, build, with_overrides
 
-PROG = "python -m medclust.phantoms"
+PROG = "python -m medclust_phantoms"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Build phantom cohorts with known ground truth (seeded, bit-reproducible).",
-        epilog="Example: python -m medclust.phantoms liver_mri --out /tmp/variants "
+        epilog="Example: python -m medclust_phantoms liver_mri --out /tmp/variants "
         "--set difficulty=0.8",
     )
     parser.add_argument(

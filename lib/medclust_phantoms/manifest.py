@@ -5,8 +5,8 @@ only say "data/ differs". ``data.md5`` beside it lists the MD5 of every file (th
 ``md5sum`` format, which DVC's per-file hashes also use: ``md5sum -c data.md5`` checks it by
 hand). ``make data`` records or checks it with::
 
-    python -m medclust.phantoms.manifest check data data.md5
-    python -m medclust.phantoms.manifest record data data.md5
+    python -m medclust_phantoms.manifest check data data.md5
+    python -m medclust_phantoms.manifest record data data.md5
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def describe(diffs: dict[str, dict[str, list]], limit: int = 5) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m medclust.phantoms.manifest",
+        prog="python -m medclust_phantoms.manifest",
         description="Record or check the per-file MD5 manifest of the generated cohorts.",
     )
     parser.add_argument("action", choices=("check", "record"))

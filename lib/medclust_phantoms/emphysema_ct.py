@@ -100,8 +100,8 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from medclust.cohort import CaseData, write_cohort
-from medclust.phantoms.exact import cross, dot, norm
-from medclust.phantoms.params import fail, integer, merged, number, numbers
+from medclust_phantoms.exact import cross, dot, norm
+from medclust_phantoms.params import fail, integer, merged, number, numbers
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ landmarks, and the best concatenated transformation is chosen by NCC, Eq. (1); t
 17 volumes of the VISCERAL Anatomy 3 data set, with organ masks and landmarks, for the atlas and
 the templates).
 
-Cases (anatomy, rendering and transforms are those of :mod:`medclust.phantoms.routine_ct`):
+Cases (anatomy, rendering and transforms are those of :mod:`medclust_phantoms.routine_ct`):
 
 * ``atlas``: the canonical thorax itself (identity transform), full field of view, no findings,
   no scanner noise (slight blur only);
@@ -16,7 +16,7 @@ Cases (anatomy, rendering and transforms are those of :mod:`medclust.phantoms.ro
   findings).
 
 Ground truth. Each case's ``labelmap`` holds the organ labels of
-:data:`medclust.phantoms.routine_ct.LABELS`; no mask is written. ``clinical.csv`` holds
+:data:`medclust_phantoms.routine_ct.LABELS`; no mask is written. ``clinical.csv`` holds
 ``case_id``, ``role`` (atlas/template), the nuisance draws (``scale``, ``rotation_deg``,
 ``deformation_mm``, ``noise_hu``) and the physical coordinates of :data:`LANDMARKS` (12
 anatomical points: carina, lung apices and bases, heart centre, top of the aortic arch, three
@@ -27,8 +27,8 @@ Coordinates. The images are written by :func:`medclust.cohort.write_cohort`, who
 ``diag(spacing)`` without offset, so voxel index ``(i, j, k)`` lies at ``(i, j, k) * spacing``
 mm and a landmark's nearest voxel is ``round(lm / spacing)``. A case's landmark is its
 canonical position mapped forward through the case's transform
-(:meth:`medclust.phantoms.routine_ct.Geometry.from_canonical`) and shifted by the grid centre
-(:func:`medclust.phantoms.routine_ct.grid_centre`); for the atlas it is the canonical position
+(:meth:`medclust_phantoms.routine_ct.Geometry.from_canonical`) and shifted by the grid centre
+(:func:`medclust_phantoms.routine_ct.grid_centre`); for the atlas it is the canonical position
 plus the grid centre. Landmarks therefore name the same anatomical point in every case, up to
 the voxel grid.
 
@@ -49,8 +49,8 @@ import numpy as np
 import pandas as pd
 
 from medclust.cohort import CaseData, write_cohort
-from medclust.phantoms import routine_ct as rct
-from medclust.phantoms.params import fail, integer, merged, number, numbers
+from medclust_phantoms import routine_ct as rct
+from medclust_phantoms.params import fail, integer, merged, number, numbers
 
 log = logging.getLogger(__name__)
 
