@@ -1,4 +1,5 @@
-"""Checks of phantom generator parameters; every error names the generator and the parameter."""
+"""Checks of phantom generator parameters; every error names the generator and the parameter
+(``"<generator>: <param> must be ..., got <value>"``, the rules of :mod:`medclust.validation`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+
+from medclust.validation import check_int, check_number
 
 
 def fail(generator: str, param: str, msg: str, value) -> ValueError:
@@ -26,17 +29,14 @@ def _is_number(value, kind: type = float) -> bool:
 
 
 def integer(generator: str, params: dict, key: str, minimum: int) -> int:
-    value = params[key]
-    if not _is_number(value, int) or value < minimum:
-        raise fail(generator, key, f"must be an integer >= {minimum}", value)
-    return int(value)
+    """``params[key]`` as an integer >= ``minimum`` (:func:`medclust.validation.check_int`)."""
+    return check_int(f"{generator}: {key}", params[key], minimum)
 
 
 def number(generator: str, params: dict, key: str, lo: float, hi: float) -> float:
-    value = params[key]
-    if not _is_number(value) or not lo <= float(value) <= hi:
-        raise fail(generator, key, f"must be a number in [{lo}, {hi}]", value)
-    return float(value)
+    """``params[key]`` as a finite number in ``[lo, hi]``
+    (:func:`medclust.validation.check_number`)."""
+    return check_number(f"{generator}: {key}", params[key], lo, hi)
 
 
 def numbers(
