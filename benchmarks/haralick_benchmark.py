@@ -1,4 +1,4 @@
-"""Dense 3D Haralick features: :func:`medclust.features.glcm.dense_haralick` against
+"""Dense 3D Haralick features: :func:`medclust.features.dense_haralick.dense_haralick` against
 ``mahotas.features.haralick`` on the same windows (values and throughput).
 
 Both implement Haralick, Shanmugam and Dinstein (1973), "Textural features for image
@@ -46,15 +46,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from medclust.cohort import load_cohort  # noqa: E402
-from medclust.features.glcm import (  # noqa: E402
-    HARALICK_FEATURES,
+from medclust.features.dense_haralick import (  # noqa: E402
     dense_haralick,
     grid_centres,
     window_radius_voxels,
 )
+from medclust.features.glcm import HARALICK_FEATURES  # noqa: E402
 from medclust.outputs import atomic_write_text  # noqa: E402
-from medclust_phantoms import routine_ct  # noqa: E402
 from medclust.population import hu_levels  # noqa: E402
+from medclust_phantoms import routine_ct  # noqa: E402
 
 log = logging.getLogger("haralick_benchmark")
 

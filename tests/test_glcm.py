@@ -1,5 +1,5 @@
 """GLCM matrices and features against the IBSI digital phantom, hand-computed examples and the
-invariants of dense Haralick sampling (medclust.features.glcm)."""
+invariants of dense Haralick sampling (medclust.features.glcm, .dense_haralick)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medclust.features import glcm
+import medclust.features.dense_haralick as dense
+from medclust.features.dense_haralick import (
+    dense_haralick,
+    grid_centres,
+    grid_step_voxels,
+    window_radius_voxels,
+)
 from medclust.features.glcm import (
     DIRECTIONS,
     FEATURE_NAMES,
     HARALICK_FEATURES,
-    dense_haralick,
     discretise,
     glcm_features,
     glcm_matrices,
-    grid_centres,
-    grid_step_voxels,
-    window_radius_voxels,
 )
 
 PHANTOM = "ibsi1_digital_phantom"
@@ -506,7 +508,7 @@ def test_dense_chunks_do_not_change_values(aggregation, monkeypatch):
     centres = _random_centres(image.shape, 40, seed=6)
     args = (image, mask, (1.0, 1.0, 2.0), 5.0, 2.0, 20, FEATURE_NAMES, aggregation)
     _, whole = dense_haralick(*args, centres=centres)
-    monkeypatch.setattr(glcm, "_MAX_PAIRS_PER_CHUNK", 1)
+    monkeypatch.setattr(dense, "_MAX_PAIRS_PER_CHUNK", 1)
     _, one_by_one = dense_haralick(*args, centres=centres)
     np.testing.assert_allclose(one_by_one, whole, rtol=1e-12, atol=1e-14)
     assert np.isnan(whole).any() == np.isnan(one_by_one).any()
@@ -566,6 +568,6 @@ def test_constant_window_entropies_are_exactly_zero(aggregation):
 
 
 def test_key_dtype_is_the_smallest_that_holds_the_codes():
-    assert glcm._key_dtype(2**16) is np.uint16
-    assert glcm._key_dtype(2**16 + 1) is np.uint32
-    assert glcm._key_dtype(2**32 + 1) is np.uint64
+    assert dense._key_dtype(2**16) is np.uint16
+    assert dense._key_dtype(2**16 + 1) is np.uint32
+    assert dense._key_dtype(2**32 + 1) is np.uint64

@@ -42,6 +42,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.cluster import MiniBatchKMeans
 
+from medclust.validation import Int, Options, check_number, validate
+
 log = logging.getLogger(__name__)
 
 #: Per-axis standard deviation (mm) of positions spread evenly over two lungs, rounded: adult
@@ -58,31 +60,6 @@ N_POSITION_COLUMNS = 3
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
-    if allow_none and value is None:
-        return
-    if not _is_int(value) or value < minimum:
-        extra = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be an integer >= {minimum}{extra}, got {value!r}")
-
-
-def _check_number(name: str, value: Any, minimum: float = 0.0, strict: bool = False) -> float:
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, int | float | np.number)
-        and math.isfinite(float(value))
-        and (float(value) > minimum if strict else float(value) >= minimum)
-    )
-    if not ok:
-        bound = ">" if strict else ">="
-        raise ValueError(f"{name} must be a finite number {bound} {minimum:g}, got {value!r}")
-    return float(value)
 
 
 def _as_features(x: Any, name: str, n_columns: int | None = None) -> np.ndarray:
@@ -136,8 +113,8 @@ def augment_with_position(
     (n, D + 3) float64: ``[descriptors, weight * sqrt(D / 3) * atlas_mm / scale_mm]``. Fit the
     :class:`Vocabulary` with ``position_columns=3`` so that it keeps this scaling.
     """
-    weight = _check_number("weight", weight)
-    scale_mm = _check_number("scale_mm", scale_mm, strict=True)
+    weight = check_number("weight", weight, 0.0)
+    scale_mm = check_number("scale_mm", scale_mm, 0.0, low_open=True)
     desc = _as_features(descriptors, "descriptors")
     pos = _as_features(atlas_mm, "atlas_mm", N_POSITION_COLUMNS)
     if len(pos) != len(desc):
@@ -167,7 +144,7 @@ def local_features(
     """
     if kind not in FEATURE_KINDS:
         raise ValueError(f"kind must be one of {FEATURE_KINDS}, got {kind!r}")
-    limit = _check_number("micro_max_diameter_mm", micro_max_diameter_mm, strict=True)
+    limit = check_number("micro_max_diameter_mm", micro_max_diameter_mm, 0.0, low_open=True)
     out = []
     for i, rec in enumerate(records):
         name = rec.get("case_id", i) if isinstance(rec, Mapping) else i
@@ -225,8 +202,20 @@ class Vocabulary(TransformerMixin, BaseEstimator):
     inertia_ : k-means inertia on the training features.
     """
 
+    _constraints = {
+        "n_words": Int(1),
+        "seed": Int(0),
+        "batch_size": Int(1),
+        "max_per_volume": Int(1, allow_none=True),
+        "position_columns": Int(0),
+        "standardize": Options(bool, np.bool_),
+        "n_init": Int(1),
+        "max_iter": Int(1),
+    }
+
     def __init__(
         self,
+        *,
         n_words: int = 100,
         seed: int = 0,
         batch_size: int = 1024,
@@ -246,15 +235,7 @@ class Vocabulary(TransformerMixin, BaseEstimator):
         self.max_iter = max_iter
 
     def _check_params(self) -> None:
-        _check_int("n_words", self.n_words, 1)
-        _check_int("seed", self.seed, 0)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("max_per_volume", self.max_per_volume, 1, allow_none=True)
-        _check_int("position_columns", self.position_columns, 0)
-        if not isinstance(self.standardize, bool | np.bool_):
-            raise ValueError(f"standardize must be a bool, got {self.standardize!r}")
-        _check_int("n_init", self.n_init, 1)
-        _check_int("max_iter", self.max_iter, 1)
+        validate(self, self._constraints)
 
     def _training_sample(self, volumes: list[np.ndarray]) -> np.ndarray:
         rng = np.random.default_rng(self.seed)

@@ -4,8 +4,10 @@ Study 05 (population clustering of routine lung CT) extracts "3D-SIFT features [
 [...] gradient changes such as shape" and trains "two separate vocabularies, microSIFT (3DSIFT
 features with <= 2cm in diameter) and macroSIFT (diameter > 2cm)" (Sec. 2, "Feature
 Extraction"). Reference [15] is Toews and Wells, "Efficient and robust model-to-image alignment
-using 3D scale-invariant features" (Med. Image Anal. 2013). This module implements that family
-of detectors/descriptors:
+using 3D scale-invariant features" (Med. Image Anal. 2013). This module (the estimator,
+:class:`SIFT3D`) and two siblings, the scale space and detection
+(:mod:`medclust.features.sift3d_scale_space`) and the descriptor geometry
+(:mod:`medclust.features.sift3d_descriptor`), implement that family of detectors/descriptors:
 
 Detection -- Lowe, "Distinctive image features from scale-invariant keypoints" (IJCV 2004),
 Sec. 3-4, extended to 3D (Scovanner et al. 2007; Cheung and Hamarneh 2009; Allaire et al. 2008):
@@ -89,13 +91,66 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 from sklearn.base import BaseEstimator
+
+from medclust.features.sift3d_descriptor import (
+    _ORI_OFFSETS,
+    MEAN_SHIFT_STEPS,
+    ORIENTATION_BINS_PHI,
+    ORIENTATION_BINS_Z,
+    ORIENTATION_KAPPA,
+    ORIENTATION_RADIUS,
+    ORIENTATION_STEP,
+    ORIENTATION_WINDOW_SIGMA,
+    SAMPLES_PER_SUBREGION,
+    SECOND_AXIS_BINS,
+    _descriptor_layout,
+    _dominant_frames,
+    _sample_gradients,
+    _soft_orientation_weights,
+    orientation_bin_directions,
+)
+from medclust.features.sift3d_scale_space import (
+    INPUT_BLUR_VOXELS,
+    MAX_REFINE_STEPS,
+    MIN_OCTAVE_VOXELS,
+    REFINE_TOLERANCE,
+    VOXELS_PER_SIGMA,
+    _build_scale_space,
+    _edge_ok,
+    _Octave,
+    _refine,
+    _ScaleSpace,
+    _strict_extrema,
+)
+from medclust.validation import Int, Options, Real, check_number, validate
+
+__all__ = [
+    "DESCRIBE_BATCH",
+    "DIAMETER_PER_SIGMA",
+    "INPUT_BLUR_VOXELS",
+    "KEYPOINT_COLUMNS",
+    "MAX_REFINE_STEPS",
+    "MEAN_SHIFT_STEPS",
+    "MIN_OCTAVE_VOXELS",
+    "ORIENTATION_BINS_PHI",
+    "ORIENTATION_BINS_Z",
+    "ORIENTATION_KAPPA",
+    "ORIENTATION_RADIUS",
+    "ORIENTATION_STEP",
+    "ORIENTATION_WINDOW_SIGMA",
+    "REFINE_TOLERANCE",
+    "SAMPLES_PER_SUBREGION",
+    "SECOND_AXIS_BINS",
+    "SIFT3D",
+    "VOXELS_PER_SIGMA",
+    "orientation_bin_directions",
+    "split_micro_macro",
+]
 
 log = logging.getLogger(__name__)
 
@@ -103,382 +158,8 @@ log = logging.getLogger(__name__)
 KEYPOINT_COLUMNS = ("x", "y", "z", "sigma_mm", "diameter_mm", "dog_response", "octave", "layer")
 #: Diameter of a keypoint = this factor x ``sigma_mm`` (module docstring).
 DIAMETER_PER_SIGMA = 2.0 * math.sqrt(3.0)
-#: An octave is not built when one of its axes would have fewer voxels than this.
-MIN_OCTAVE_VOXELS = 6
-#: Lowe's base scale in voxels: an axis is subsampled while its spacing stays <= sigma / 1.6.
-VOXELS_PER_SIGMA = 1.6
-#: Nominal blur of the input image, in voxels (Lowe Sec. 3.3).
-INPUT_BLUR_VOXELS = 0.5
-#: Quadratic-fit re-centrings before a candidate is dropped (Lowe Sec. 4).
-MAX_REFINE_STEPS = 5
-#: A fit converges once every offset is <= this (Lowe: 0.5). Slightly above 0.5 so that an
-#: extremum midway between two samples does not make the fit oscillate between them.
-REFINE_TOLERANCE = 0.6
-#: Descriptor samples per sub-region and axis.
-SAMPLES_PER_SUBREGION = 4
-#: Orientation window: Gaussian sigma and truncation radius, and sample step, in keypoint sigmas.
-ORIENTATION_WINDOW_SIGMA = 1.5
-ORIENTATION_RADIUS = 3.0
-ORIENTATION_STEP = 0.5
-#: Equal-area orientation histogram on the sphere: bins in cos(polar angle) x azimuth.
-ORIENTATION_BINS_Z, ORIENTATION_BINS_PHI = 12, 24
-#: Circular histogram of the second axis.
-SECOND_AXIS_BINS = 36
-#: Concentration of the von Mises-Fisher kernel that smooths the histograms (std ~ 13 degrees).
-ORIENTATION_KAPPA = 20.0
-MEAN_SHIFT_STEPS = 3
 #: Keypoints described per vectorised batch (bounds the (batch, samples, bins) temporaries).
 DESCRIBE_BATCH = 256
-
-
-# --------------------------------------------------------------------------- orientation bins
-
-
-def _icosahedron_face_normals() -> np.ndarray:
-    """The 20 unit face normals of the regular icosahedron = the vertices of the dodecahedron."""
-    phi = (1.0 + math.sqrt(5.0)) / 2.0
-    cube = np.array([[a, b, c] for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)], float)
-    rest = []
-    for a in (-1, 1):
-        for b in (-1, 1):
-            rest += [[0, a / phi, b * phi], [a / phi, b * phi, 0], [b * phi, 0, a / phi]]
-    normals = np.vstack([cube, np.array(rest, float)])
-    return normals / np.linalg.norm(normals, axis=1, keepdims=True)
-
-
-def _octahedron_face_normals() -> np.ndarray:
-    """The 8 unit face normals of the regular octahedron: the octant diagonals (+-1,+-1,+-1)/sqrt3."""
-    cube = np.array([[a, b, c] for a in (-1, 1) for b in (-1, 1) for c in (-1, 1)], float)
-    return cube / math.sqrt(3.0)
-
-
-def orientation_bin_directions(n_bins: int) -> np.ndarray:
-    """Unit directions ``(n_bins, 3)`` of the descriptor's orientation bins (8 or 20)."""
-    if n_bins == 20:
-        return _icosahedron_face_normals()
-    if n_bins == 8:
-        return _octahedron_face_normals()
-    raise ValueError(f"orientation_bins must be 8 or 20, got {n_bins!r}")
-
-
-def _soft_orientation_weights(unit: np.ndarray, normals: np.ndarray) -> np.ndarray:
-    """Tent weights ``(..., n_bins)`` of unit vectors over bin normals, summing to 1.
-
-    ``max(0, u.n_b - c)`` with ``c`` the cosine between neighbouring normals: a vector on a
-    normal votes only for that bin, one between bins splits its vote. Every direction lies closer
-    to some normal than neighbouring normals lie to each other (covering radius 37.4 < 41.8
-    degrees for the icosahedron, 54.7 < 70.5 for the octahedron), so the sum is never zero.
-    """
-    gram = normals @ normals.T
-    np.fill_diagonal(gram, -np.inf)
-    c = gram.max()
-    w = np.maximum(unit @ normals.T - c, 0.0)
-    total = w.sum(axis=-1, keepdims=True)
-    return w / np.where(total > 0, total, 1.0)
-
-
-# --------------------------------------------------------------------------- sample layouts
-
-
-def _orientation_offsets() -> tuple[np.ndarray, np.ndarray]:
-    """Offsets ``(M, 3)`` (in keypoint sigmas) inside the orientation sphere and their weights."""
-    ax = np.arange(-ORIENTATION_RADIUS, ORIENTATION_RADIUS + 1e-9, ORIENTATION_STEP)
-    grid = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), axis=-1).reshape(-1, 3)
-    r2 = (grid**2).sum(axis=1)
-    keep = r2 <= ORIENTATION_RADIUS**2 + 1e-9
-    return grid[keep], np.exp(-r2[keep] / (2.0 * ORIENTATION_WINDOW_SIGMA**2))
-
-
-def _descriptor_layout(n_grid: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sample offsets ``(M, 3)`` in units of the window half-width, and the fixed matrix
-    ``(M, n_grid^3)`` of trilinear sub-region weights times the Gaussian window weight."""
-    n = n_grid * SAMPLES_PER_SUBREGION
-    ax = (np.arange(n) + 0.5) / n * 2.0 - 1.0
-    u = np.stack(np.meshgrid(ax, ax, ax, indexing="ij"), axis=-1).reshape(-1, 3)
-    b = (u + 1.0) / 2.0 * n_grid - 0.5  # continuous sub-region coordinate, centres at 0..n-1
-    lo = np.floor(b).astype(int)
-    frac = b - lo
-    weights = np.zeros((len(u), n_grid**3))
-    rows = np.arange(len(u))
-    for corner in np.ndindex(2, 2, 2):
-        idx = lo + np.array(corner)
-        w = np.prod(np.where(np.array(corner) == 1, frac, 1.0 - frac), axis=1)
-        inside = np.all((idx >= 0) & (idx < n_grid), axis=1)
-        flat = np.ravel_multi_index(tuple(np.clip(idx, 0, n_grid - 1).T), (n_grid,) * 3)
-        np.add.at(weights, (rows[inside], flat[inside]), w[inside])
-    gauss = np.exp(-(u**2).sum(axis=1) / 2.0)  # sigma = half the window width (Lowe Sec. 6.1)
-    return u, weights * gauss[:, None]
-
-
-def _sphere_bins() -> np.ndarray:
-    """Centres ``(K, 3)`` of the equal-area (Archimedes) bins in ``cos(theta) x phi``."""
-    z = -1.0 + (np.arange(ORIENTATION_BINS_Z) + 0.5) * 2.0 / ORIENTATION_BINS_Z
-    phi = -np.pi + (np.arange(ORIENTATION_BINS_PHI) + 0.5) * 2.0 * np.pi / ORIENTATION_BINS_PHI
-    zz, pp = np.meshgrid(z, phi, indexing="ij")
-    rr = np.sqrt(1.0 - zz**2)
-    return np.stack([rr * np.cos(pp), rr * np.sin(pp), zz], axis=-1).reshape(-1, 3)
-
-
-_ORI_OFFSETS, _ORI_WEIGHTS = _orientation_offsets()
-_SPHERE_BINS = _sphere_bins()
-_SPHERE_SMOOTH = np.exp(ORIENTATION_KAPPA * (_SPHERE_BINS @ _SPHERE_BINS.T - 1.0))
-
-
-# --------------------------------------------------------------------------- scale space
-
-
-@dataclass
-class _Octave:
-    """One octave: Gaussian layers ``(S+3, X, Y, Z)``, DoG ``(S+2, X, Y, Z)`` and its grid."""
-
-    index: int
-    sigma0_mm: float  # sigma of layer 0
-    factor: np.ndarray  # (3,) subsampling factor per axis w.r.t. the input grid
-    spacing: np.ndarray  # (3,) grid spacing in mm
-    gauss: np.ndarray
-    dog: np.ndarray
-
-
-@dataclass
-class _ScaleSpace:
-    octaves: list[_Octave]
-    n_scales: int
-    sigma0_mm: float
-
-    def layer_for_sigma(self, sigma_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(octave, Gaussian layer) whose scale is nearest to each ``sigma_mm`` (clamped)."""
-        log2 = np.log2(np.asarray(sigma_mm, float) / self.sigma0_mm)
-        octave = np.clip(np.floor(log2 + 1e-9), 0, len(self.octaves) - 1).astype(int)
-        layer = np.clip(np.rint(self.n_scales * (log2 - octave)), 0, self.n_scales + 2)
-        return octave, layer.astype(int)
-
-
-def _gaussian_layers(
-    base: np.ndarray, blur: np.ndarray, spacing: np.ndarray, sigmas: np.ndarray
-) -> np.ndarray:
-    """``base`` (per-axis blur ``blur`` mm) smoothed to each isotropic ``sigma`` in mm."""
-    out = np.empty((len(sigmas), *base.shape), dtype=np.float32)
-    for i, sigma in enumerate(sigmas):
-        extra_vox = np.sqrt(np.maximum(sigma**2 - blur**2, 0.0)) / spacing
-        out[i] = ndimage.gaussian_filter(base, sigma=tuple(extra_vox), mode="nearest")
-    return out
-
-
-def _build_scale_space(
-    image: np.ndarray, spacing: np.ndarray, sigma0_mm: float, n_scales: int, n_octaves: int | None
-) -> _ScaleSpace:
-    k = 2.0 ** (1.0 / n_scales)
-    factor = np.ones(3, dtype=int)
-    grid_spacing = spacing.astype(float)
-    blur = INPUT_BLUR_VOXELS * grid_spacing
-    base = image
-    octaves: list[_Octave] = []
-    while n_octaves is None or len(octaves) < n_octaves:
-        o = len(octaves)
-        sigma_o = sigma0_mm * 2.0**o
-        if o > 0:
-            prev = octaves[-1]
-            base = prev.gauss[n_scales]  # sigma = 2 sigma_{o-1} = sigma_o
-            blur = np.maximum(blur, sigma_o)
-            halve = grid_spacing * 2.0 <= sigma_o / VOXELS_PER_SIGMA * (1.0 + 1e-6)
-            new_shape = np.where(halve, (np.array(base.shape) + 1) // 2, base.shape)
-            if np.any(new_shape < MIN_OCTAVE_VOXELS):
-                break
-            slices = tuple(slice(None, None, 2) if h else slice(None) for h in halve)
-            base = np.ascontiguousarray(base[slices])
-            factor = factor * np.where(halve, 2, 1)
-            grid_spacing = grid_spacing * np.where(halve, 2.0, 1.0)
-        sigmas = sigma_o * k ** np.arange(n_scales + 3)
-        gauss = _gaussian_layers(base, blur, grid_spacing, sigmas)
-        octaves.append(
-            _Octave(o, sigma_o, factor.copy(), grid_spacing.copy(), gauss, np.diff(gauss, axis=0))
-        )
-    return _ScaleSpace(octaves, n_scales, sigma0_mm)
-
-
-# --------------------------------------------------------------------------- detection
-
-
-def _strict_extrema(dog: np.ndarray, n_scales: int, threshold: float) -> np.ndarray:
-    """Indices ``(n, 4)`` = (layer, x, y, z) of extrema of ``dog`` over the 80 neighbours in
-    scale and space (strict, up to the tie rule below), with ``|D| > threshold``, away from every
-    border."""
-    maxf = ndimage.maximum_filter(dog, size=3, mode="nearest")
-    minf = ndimage.minimum_filter(dog, size=3, mode="nearest")
-    interior = np.zeros(dog.shape, dtype=bool)
-    interior[1 : n_scales + 1, 1:-1, 1:-1, 1:-1] = True
-    cand = interior & (((dog == maxf) & (dog > threshold)) | ((dog == minf) & (dog < -threshold)))
-    idx = np.argwhere(cand)
-    if len(idx) == 0:
-        return idx
-    # D == max of the 3^4 block admits ties (a symmetric blob centred between voxels gives a
-    # 2x2x2 plateau): a point may tie only with neighbours that come later in raster order, so
-    # only the first point of such a plateau survives.
-    offsets = np.array([d for d in np.ndindex(3, 3, 3, 3) if d != (1, 1, 1, 1)]) - 1
-    earlier = np.array([next(v for v in d if v != 0) < 0 for d in offsets])
-    neigh = dog[tuple((idx[:, None, :] + offsets[None]).transpose(2, 0, 1))]
-    ties = neigh == dog[tuple(idx.T)][:, None]
-    return idx[~np.any(ties[:, earlier], axis=1)]
-
-
-def _derivatives(dog: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Value, gradient ``(n, 4)`` and Hessian ``(n, 4, 4)`` of ``dog`` at integer ``pos`` by
-    central differences in index units (Lowe Sec. 4)."""
-    eye = np.eye(4, dtype=int)
-
-    def at(delta: np.ndarray) -> np.ndarray:
-        return dog[tuple((pos + delta).T)].astype(np.float64)
-
-    centre = at(np.zeros(4, dtype=int))
-    grad = np.empty((len(pos), 4))
-    hess = np.empty((len(pos), 4, 4))
-    for i in range(4):
-        plus, minus = at(eye[i]), at(-eye[i])
-        grad[:, i] = (plus - minus) / 2.0
-        hess[:, i, i] = plus + minus - 2.0 * centre
-        for j in range(i + 1, 4):
-            h = (
-                at(eye[i] + eye[j])
-                - at(eye[i] - eye[j])
-                - at(eye[j] - eye[i])
-                + at(-eye[i] - eye[j])
-            ) / 4.0
-            hess[:, i, j] = hess[:, j, i] = h
-    return centre, grad, hess
-
-
-def _refine(dog: np.ndarray, cand: np.ndarray, n_scales: int) -> dict[str, np.ndarray]:
-    """Quadratic sub-voxel/sub-scale refinement of all candidates at once (Lowe Eq. 3).
-
-    A candidate whose offset exceeds :data:`REFINE_TOLERANCE` in some coordinate moves to the
-    nearest sample point and is refitted, up to :data:`MAX_REFINE_STEPS` times; candidates that
-    leave the interior, have a (numerically) singular Hessian or do not converge are dropped.
-    """
-    lo = np.array([1, 1, 1, 1])
-    hi = np.array([n_scales, *(np.array(dog.shape[1:]) - 2)])
-    pos = cand.copy()
-    active = np.arange(len(pos))
-    done_idx, done_off, done_val, done_hess = [], [], [], []
-    for _ in range(MAX_REFINE_STEPS):
-        if len(active) == 0:
-            break
-        value, grad, hess = _derivatives(dog, pos[active])
-        scale = np.abs(hess).max(axis=(1, 2))
-        ok = np.abs(np.linalg.det(hess)) > 1e-10 * scale**4
-        offset = np.zeros_like(grad)
-        if ok.any():
-            offset[ok] = -np.linalg.solve(hess[ok], grad[ok][..., None])[..., 0]
-        c = converged = ok & np.all(np.abs(offset) <= REFINE_TOLERANCE, axis=1)
-        done_idx.append(active[c])
-        done_off.append(offset[c])
-        done_val.append(value[c] + 0.5 * np.einsum("ni,ni->n", grad[c], offset[c]))
-        done_hess.append(hess[c])
-        moving = ok & ~converged
-        new_pos = pos[active[moving]] + np.rint(offset[moving]).astype(int)
-        inside = np.all((new_pos >= lo) & (new_pos <= hi), axis=1)
-        pos[active[moving][inside]] = new_pos[inside]
-        active = active[moving][inside]
-    idx = np.concatenate(done_idx) if done_idx else np.empty(0, int)
-    return {
-        "pos": pos[idx],
-        "offset": np.concatenate(done_off) if done_off else np.empty((0, 4)),
-        "value": np.concatenate(done_val) if done_val else np.empty(0),
-        "hess": np.concatenate(done_hess) if done_hess else np.empty((0, 4, 4)),
-    }
-
-
-def _edge_ok(spatial_hess: np.ndarray, edge_ratio: float) -> np.ndarray:
-    """3D Hessian test of Allaire et al. 2008: definite and Tr^3/Det < (2r+1)^3/r^2."""
-    eig = np.linalg.eigvalsh(spatial_hess)
-    definite = np.all(eig > 0, axis=1) | np.all(eig < 0, axis=1)
-    tr = np.trace(spatial_hess, axis1=1, axis2=2)
-    det = np.prod(eig, axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = tr**3 / det
-    return definite & (ratio < (2.0 * edge_ratio + 1.0) ** 3 / edge_ratio**2)
-
-
-# --------------------------------------------------------------------------- descriptor helpers
-
-
-def _sample_gradients(
-    grads: tuple[np.ndarray, np.ndarray, np.ndarray], points: np.ndarray
-) -> np.ndarray:
-    """Trilinear samples ``(..., 3)`` of the gradient fields at grid coordinates ``(..., 3)``;
-    zero outside the volume."""
-    flat = points.reshape(-1, 3).T
-    out = np.stack(
-        [
-            ndimage.map_coordinates(g, flat, order=1, mode="constant", cval=0.0, output=np.float64)
-            for g in grads
-        ],
-        axis=-1,
-    )
-    return out.reshape(*points.shape[:-1], 3)
-
-
-def _mean_shift(unit: np.ndarray, weight: np.ndarray, start: np.ndarray) -> np.ndarray:
-    """von Mises-Fisher mean shift on the sphere from ``start`` ``(n, 3)``; ``unit`` is
-    ``(n, M, 3)``, ``weight`` ``(n, M)``."""
-    d = start
-    for _ in range(MEAN_SHIFT_STEPS):
-        k = weight * np.exp(ORIENTATION_KAPPA * (np.einsum("nmi,ni->nm", unit, d) - 1.0))
-        m = np.einsum("nm,nmi->ni", k, unit)
-        norm = np.linalg.norm(m, axis=1, keepdims=True)
-        d = np.where(norm > 0, m / np.where(norm > 0, norm, 1.0), d)
-    return d
-
-
-def _orthonormal_complement(d1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A deterministic orthonormal basis ``(e1, e2)`` of the plane orthogonal to each ``d1``."""
-    axis = np.eye(3)[np.argmin(np.abs(d1), axis=1)]
-    e1 = np.cross(d1, axis)
-    e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
-    return e1, np.cross(d1, e1)
-
-
-def _dominant_frames(grad: np.ndarray) -> np.ndarray:
-    """Rotation frames ``(n, 3, 3)`` (columns = axes, in mm space) from gradients ``(n, M, 3)``
-    sampled at :data:`_ORI_OFFSETS` (module docstring, descriptor step 2)."""
-    n = len(grad)
-    mag = np.linalg.norm(grad, axis=2)
-    unit = grad / np.where(mag > 0, mag, 1.0)[..., None]
-    weight = mag * _ORI_WEIGHTS[None]
-    # First axis: peak of the equal-area spherical histogram, smoothed, then mean shift.
-    iz = np.clip(
-        ((unit[..., 2] + 1.0) / 2.0 * ORIENTATION_BINS_Z).astype(int), 0, ORIENTATION_BINS_Z - 1
-    )
-    phi = np.arctan2(unit[..., 1], unit[..., 0])
-    ip = np.clip(
-        ((phi + np.pi) / (2 * np.pi) * ORIENTATION_BINS_PHI).astype(int),
-        0,
-        ORIENTATION_BINS_PHI - 1,
-    )
-    n_bins = ORIENTATION_BINS_Z * ORIENTATION_BINS_PHI
-    flat = np.arange(n)[:, None] * n_bins + iz * ORIENTATION_BINS_PHI + ip
-    hist = np.bincount(flat.ravel(), weight.ravel(), minlength=n * n_bins).reshape(n, n_bins)
-    peak = _SPHERE_BINS[np.argmax(hist @ _SPHERE_SMOOTH, axis=1)]
-    d1 = _mean_shift(unit, weight, peak)
-    # Second axis: dominant direction of the residual in the plane orthogonal to d1.
-    e1, e2 = _orthonormal_complement(d1)
-    a = np.einsum("nmi,ni->nm", grad, e1)
-    b = np.einsum("nmi,ni->nm", grad, e2)
-    w2 = np.hypot(a, b) * _ORI_WEIGHTS[None]
-    psi = np.arctan2(b, a)
-    ib = np.clip(
-        ((psi + np.pi) / (2 * np.pi) * SECOND_AXIS_BINS).astype(int), 0, SECOND_AXIS_BINS - 1
-    )
-    flat2 = np.arange(n)[:, None] * SECOND_AXIS_BINS + ib
-    hist2 = np.bincount(flat2.ravel(), w2.ravel(), minlength=n * SECOND_AXIS_BINS)
-    centres = -np.pi + (np.arange(SECOND_AXIS_BINS) + 0.5) * 2 * np.pi / SECOND_AXIS_BINS
-    smooth2 = np.exp(ORIENTATION_KAPPA * (np.cos(centres[:, None] - centres[None]) - 1.0))
-    ang = centres[np.argmax(hist2.reshape(n, SECOND_AXIS_BINS) @ smooth2, axis=1)]
-    for _ in range(MEAN_SHIFT_STEPS):
-        k = w2 * np.exp(ORIENTATION_KAPPA * (np.cos(psi - ang[:, None]) - 1.0))
-        s, c = (k * np.sin(psi)).sum(axis=1), (k * np.cos(psi)).sum(axis=1)
-        ang = np.where((s != 0) | (c != 0), np.arctan2(s, c), ang)
-    d2 = np.cos(ang)[:, None] * e1 + np.sin(ang)[:, None] * e2
-    return np.stack([d1, d2, np.cross(d1, d2)], axis=2)
 
 
 # --------------------------------------------------------------------------- checks
@@ -490,25 +171,6 @@ def _is_number(value: Any) -> bool:
         and isinstance(value, int | float | np.number)
         and math.isfinite(float(value))
     )
-
-
-def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
-    if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        extra = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be an integer >= {minimum}{extra}, got {value!r}")
-
-
-def _check_positive(
-    name: str, value: Any, allow_none: bool = False, allow_zero: bool = False
-) -> None:
-    if allow_none and value is None:
-        return
-    if not _is_number(value) or float(value) < 0 or (float(value) == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        extra = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be a finite number {bound}{extra}, got {value!r}")
 
 
 def _as_spacing(spacing: Any) -> np.ndarray:
@@ -577,8 +239,23 @@ class SIFT3D(BaseEstimator):
         image axes (False).
     """
 
+    _constraints = {
+        "n_scales_per_octave": Int(1),
+        "sigma0_mm": Real(0.0, low_open=True, allow_none=True),
+        "n_octaves": Int(1, allow_none=True),
+        "contrast_threshold": Real(0.0),
+        "edge_ratio": Real(1.0, low_open=True),
+        "max_keypoints": Int(1, allow_none=True),
+        "descriptor_grid": Int(1),
+        "orientation_bins": Options(8, 20),
+        "subregion_width": Real(0.0, low_open=True),
+        "clip": Real(0.0, 1.0, low_open=True),
+        "rotation_invariant": Options(bool, np.bool_),
+    }
+
     def __init__(
         self,
+        *,
         n_scales_per_octave: int = 3,
         sigma0_mm: float | None = None,
         n_octaves: int | None = None,
@@ -613,13 +290,7 @@ class SIFT3D(BaseEstimator):
         return int(self.descriptor_grid) ** 3 * int(self.orientation_bins)
 
     def _check_params(self) -> None:
-        _check_int("n_scales_per_octave", self.n_scales_per_octave, 1)
-        _check_positive("sigma0_mm", self.sigma0_mm, allow_none=True)
-        _check_int("n_octaves", self.n_octaves, 1, allow_none=True)
-        _check_positive("contrast_threshold", self.contrast_threshold, allow_zero=True)
-        if not _is_number(self.edge_ratio) or float(self.edge_ratio) <= 1.0:
-            raise ValueError(f"edge_ratio must be a finite number > 1, got {self.edge_ratio!r}")
-        _check_int("max_keypoints", self.max_keypoints, 1, allow_none=True)
+        validate(self, self._constraints)
         if self.intensity_range is not None:
             r = self.intensity_range
             if (
@@ -632,14 +303,6 @@ class SIFT3D(BaseEstimator):
                 raise ValueError(
                     f"intensity_range must be None or (low, high) with high > low, got {r!r}"
                 )
-        _check_int("descriptor_grid", self.descriptor_grid, 1)
-        if isinstance(self.orientation_bins, bool) or self.orientation_bins not in (8, 20):
-            raise ValueError(f"orientation_bins must be 8 or 20, got {self.orientation_bins!r}")
-        _check_positive("subregion_width", self.subregion_width)
-        if not _is_number(self.clip) or not 0.0 < float(self.clip) <= 1.0:
-            raise ValueError(f"clip must be a number in (0, 1], got {self.clip!r}")
-        if not isinstance(self.rotation_invariant, bool | np.bool_):
-            raise ValueError(f"rotation_invariant must be a bool, got {self.rotation_invariant!r}")
 
     # ----------------------------------------------------------------------- pipeline
 
@@ -849,7 +512,7 @@ def split_micro_macro(
     > 2 cm). Rows keep their index labels, so with the RangeIndex of :meth:`SIFT3D.detect`,
     ``descriptors[micro.index]`` selects the micro descriptors.
     """
-    _check_positive("threshold_mm", threshold_mm)
+    check_number("threshold_mm", threshold_mm, 0.0, low_open=True)
     if "diameter_mm" not in keypoints:
         raise ValueError("keypoints lack the column 'diameter_mm'")
     small = keypoints["diameter_mm"].to_numpy() <= float(threshold_mm)
