@@ -140,7 +140,7 @@ def run(n_volumes: int, n_timed: int, out_dir: Path, tmp: Path) -> pd.DataFrame:
                 target,
                 params,
                 mode=cluster.scheduler_address if cluster else "serial",
-                progress=False,
+                verbose=False,
                 template_set=template_set,
                 case_ids=case_ids,
             )

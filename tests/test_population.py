@@ -43,7 +43,7 @@ def serial_run(data, template_set):
     root, cohort, atlas = data
     out = root / "serial"
     index = population.extract_cohort(
-        cohort, atlas, out, PARAMS, mode="serial", progress=False, template_set=template_set
+        cohort, atlas, out, PARAMS, mode="serial", verbose=False, template_set=template_set
     )
     return out, index
 
@@ -144,20 +144,23 @@ def test_scheduler_address_mode_is_identical_to_serial(data, template_set, seria
     root, cohort, atlas = data
     out = root / "address"
     population.extract_cohort(
-        cohort, atlas, out, PARAMS, mode=scheduler, progress=False, template_set=template_set
+        cohort, atlas, out, PARAMS, mode=scheduler, verbose=False, template_set=template_set
     )
     _same_files(serial_run[0], out)
 
 
 def test_cli_on_a_local_cluster_of_two_workers_is_identical_to_serial(data, serial_run, tmp_path):
-    """The command line (in process) with its default LocalCluster (2 workers, one thread each)
-    builds its own template set and writes byte-identical files."""
+    """The command line (in process) with its default LocalCluster (2 workers, one thread each),
+    its folders read from the params block (as the DVC stage runs it), builds its own template
+    set and writes byte-identical files."""
     _, cohort, atlas = data
     params = tmp_path / "params.yaml"
-    params.write_text("population_features:\n  n_templates: 1\n  max_keypoints: 60\n")
     out = tmp_path / "features"
-    argv = ["--cohort", str(cohort), "--atlas", str(atlas), "--out", str(out)]
-    argv += ["--params", str(params), "--section", "population_features", "--workers", "2"]
+    params.write_text(
+        f"population_features:\n  cohort: {cohort}\n  atlas: {atlas}\n  out: {out}\n"
+        "  n_templates: 1\n  max_keypoints: 60\n"
+    )
+    argv = ["--params", str(params), "--section", "population_features", "--workers", "2"]
     assert population.main([*argv, "--no-progress"]) == 0
     case_ids = load_cohort(cohort).case_ids
     expected = sorted([f"{c}.npz" for c in case_ids] + [population.INDEX_CSV])
@@ -219,7 +222,7 @@ def test_failing_case_raises_naming_the_case(
             tmp_path / "out",
             PARAMS,
             mode=mode,
-            progress=False,
+            verbose=False,
             template_set=template_set,
         )
     assert not (tmp_path / "out" / "index.csv").exists()
@@ -270,6 +273,48 @@ def test_read_params_names_the_file_and_the_block(tmp_path):
         population.read_params(path, "features")
     with pytest.raises(ValueError, match="params file is missing"):
         population.read_params(tmp_path / "nope.yaml", "population_features")
+    path.write_text("population_features:\n  max_keypoints: 0\n")
+    with pytest.raises(ValueError, match=r"params.yaml: population_features: .*max_keypoints"):
+        population.read_params(path, "population_features")
+
+
+def test_read_section_splits_folders_from_params(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("population_features:\n  cohort: c\n  out: o\n  n_templates: 2\n")
+    paths, params = population.read_section(path, "population_features")
+    assert paths == {"cohort": "c", "out": "o"}
+    assert params == population.validate_params({"n_templates": 2})
+    path.write_text("population_features:\n  cohort: 3\n")
+    with pytest.raises(ValueError, match=r"params.yaml: population_features.cohort must be a"):
+        population.read_section(path, "population_features")
+
+
+def test_cli_names_the_missing_folder_key(tmp_path, capsys):
+    path = tmp_path / "params.yaml"
+    path.write_text("population_features:\n  cohort: c\n  atlas: a\n")
+    with pytest.raises(SystemExit) as stop:
+        population.main(["--params", str(path), "--serial", "--no-progress"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "params.yaml: block 'population_features' has no key 'out'" in err and "--out" in err
+
+
+def test_repository_stage_reads_its_folders_from_params_yaml():
+    """The population_features stage names no folder itself: params.yaml's block does, and the
+    population study reads the cohort and the features that block names."""
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["population_features"]
+    block = params["population_features"]
+    paths, _ = population.read_section(ROOT / "params.yaml", "population_features")
+    assert paths == {key: block[key] for key in population.PATH_KEYS}
+    assert params["population"]["features_dir"] == block["out"]
+    assert params["population"]["cohort"] == block["cohort"]
+    assert not any(block[key] in stage["cmd"] for key in population.PATH_KEYS)
+    assert stage["outs"] == ["${population_features.out}"]
+    assert {"${population_features.cohort}", "${population_features.atlas}"} <= set(stage["deps"])
+    assert {"lib/medclust/population", "lib/medclust/registration"} <= set(stage["deps"])
 
 
 def test_extract_cohort_rejects_bad_arguments(data, tmp_path):

@@ -42,6 +42,8 @@ import pandas as pd
 from scipy.special import gammaln
 from tqdm.auto import tqdm
 
+from medclust.validation import Real, check_int
+
 log = logging.getLogger(__name__)
 
 # relative tolerance for "as or less probable than the observed table" (as R's fisher.test)
@@ -218,12 +220,8 @@ def _prepare(labels: Any, terms: pd.DataFrame) -> _Design:
     return _Design(cases, clusters, codes.ravel(), list(terms.columns), X.astype(np.int64))
 
 
-def _check_alpha(alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float | np.number):
-        raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
-    if not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
-    return float(alpha)
+#: The significance level of every test: a number in (0, 1).
+_ALPHA = Real(0.0, 1.0, low_open=True, high_open=True)
 
 
 def _cells(codes: np.ndarray, n_clusters: int, X: np.ndarray):
@@ -271,7 +269,7 @@ def association_table(labels: Any, terms: pd.DataFrame, alpha: float = 0.05) -> 
     ``significant`` (p_holm <= alpha). Clusters present only among cases without a report are
     not tested.
     """
-    alpha = _check_alpha(alpha)
+    alpha = _ALPHA.check("alpha", alpha)
     design = _prepare(labels, terms)
     K, T = design.clusters.size, len(design.terms)
     a, b, c, d = _cells(design.codes, K, design.X)
@@ -319,7 +317,7 @@ def association_table(labels: Any, terms: pd.DataFrame, alpha: float = 0.05) -> 
 def q_k(labels: Any, terms: pd.DataFrame, alpha: float = 0.05) -> int:
     """Quality criterion Q_K (Eq. 2): number of (term, cluster) pairs with Holm-adjusted
     p <= ``alpha``. Equals ``association_table(labels, terms, alpha)["significant"].sum()``."""
-    alpha = _check_alpha(alpha)
+    alpha = _ALPHA.check("alpha", alpha)
     design = _prepare(labels, terms)
     _, p_holm = _p_holm(design.codes, design.clusters.size, design.X)
     return int((p_holm <= alpha).sum())
@@ -331,7 +329,7 @@ def permuted_q_k(
     n_permutations: int = 100,
     seed: int | np.random.Generator = 0,
     alpha: float = 0.05,
-    progress: bool = False,
+    verbose: bool = False,
 ) -> np.ndarray:
     """Q_K after randomly reassigning the reports (rows of ``terms``) to the patients.
 
@@ -341,20 +339,15 @@ def permuted_q_k(
     controls the family-wise error of each term). Returns the ``n_permutations`` Q_K values
     (int array), reproducible for a given ``seed``.
     """
-    alpha = _check_alpha(alpha)
-    if (
-        isinstance(n_permutations, bool)
-        or not isinstance(n_permutations, int | np.integer)
-        or n_permutations < 1
-    ):
-        raise ValueError(f"n_permutations must be an integer >= 1, got {n_permutations!r}")
+    alpha = _ALPHA.check("alpha", alpha)
+    check_int("n_permutations", n_permutations)
     if not isinstance(seed, int | np.integer | np.random.Generator) or isinstance(seed, bool):
         raise ValueError(f"seed must be an integer or a numpy Generator, got {seed!r}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(int(seed))
     design = _prepare(labels, terms)
     K = design.clusters.size
     out = np.empty(int(n_permutations), dtype=np.int64)
-    for i in tqdm(range(out.size), desc="permuted Q_K", disable=not progress):
+    for i in tqdm(range(out.size), desc="permuted Q_K", disable=not verbose):
         X = design.X[rng.permutation(design.X.shape[0])]
         _, p_holm = _p_holm(design.codes, K, X)
         out[i] = int((p_holm <= alpha).sum())

@@ -71,6 +71,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from medclust.validation import check_int
+
 log = logging.getLogger(__name__)
 
 LEXICON_RESOURCE = "radiology_lexicon.csv"
@@ -497,14 +499,6 @@ def _negate_sentence(words: list[str], terms: list[_Span], events: list[_Span], 
     return [pre if pre is not None else post for pre, post in zip(trigger_of, post_of, strict=True)]
 
 
-def _check_window(scope_window: Any) -> int:
-    if isinstance(scope_window, bool) or not isinstance(scope_window, int | np.integer):
-        raise ValueError(f"scope_window must be an integer >= 1, got {scope_window!r}")
-    if scope_window < 1:
-        raise ValueError(f"scope_window must be an integer >= 1, got {scope_window!r}")
-    return int(scope_window)
-
-
 def find_mentions(
     text: str, lexicon: Any = None, scope_window: int = DEFAULT_SCOPE_WINDOW
 ) -> list[Mention]:
@@ -513,7 +507,7 @@ def find_mentions(
     ``scope_window`` is the NegEx window in words between a trigger and a term (5 as in
     Chapman et al. 2001); see the module docstring for the rules.
     """
-    window = _check_window(scope_window)
+    window = check_int("scope_window", scope_window)
     lex = load_lexicon(lexicon)
     tokens = tokenize(text)
     mentions: list[Mention] = []
@@ -575,7 +569,7 @@ def term_matrix(
     negation: bool = True,
     scope_window: int = DEFAULT_SCOPE_WINDOW,
     missing: str = "drop",
-    progress: bool = False,
+    verbose: bool = False,
 ) -> pd.DataFrame:
     """Cases x terms 0/1 table of the findings each report mentions (``extract_terms``).
 
@@ -589,7 +583,7 @@ def term_matrix(
         raise ValueError(f"missing must be 'drop' or 'nan', got {missing!r}")
     if not isinstance(reports, Mapping | pd.Series):
         raise ValueError(f"reports must be a mapping case_id -> text, got {type(reports).__name__}")
-    window = _check_window(scope_window)
+    window = check_int("scope_window", scope_window)
     lex = load_lexicon(lexicon)
     column = {term: j for j, term in enumerate(lex.terms)}
     items = list(reports.items())
@@ -598,7 +592,7 @@ def term_matrix(
         raise ValueError(f"reports: duplicate case ids {sorted(set(index[index.duplicated()]))}")
     values = np.zeros((len(items), len(lex.terms)), dtype=np.float64)
     present = np.ones(len(items), dtype=bool)
-    for i, (case_id, report) in enumerate(tqdm(items, desc="report terms", disable=not progress)):
+    for i, (case_id, report) in enumerate(tqdm(items, desc="report terms", disable=not verbose)):
         if _is_missing(report):
             present[i] = False
             continue
@@ -622,8 +616,7 @@ def frequent_terms(matrix: pd.DataFrame, min_count: int = 50) -> pd.DataFrame:
     (the paper keeps terms occurring "more than 50 times"). Rows of NaN do not count."""
     if not isinstance(matrix, pd.DataFrame):
         raise ValueError(f"matrix must be a DataFrame, got {type(matrix).__name__}")
-    if isinstance(min_count, bool) or not isinstance(min_count, int | np.integer) or min_count < 0:
-        raise ValueError(f"min_count must be an integer >= 0, got {min_count!r}")
+    check_int("min_count", min_count, 0)
     counts = matrix.sum(axis=0, skipna=True)
     keep = counts.index[counts.to_numpy() > min_count]
     log.info(

@@ -295,7 +295,7 @@ def rerun(stage: Stage, params: dict, scratch: Path, root: Path) -> Path:
         shutil.rmtree(features, ignore_errors=True)
         dvc = yaml.safe_load((root / "dvc.yaml").read_text())
         cmd = shlex.split(dvc["stages"]["population_features"]["cmd"])
-        cmd[cmd.index("--out") + 1] = str(features)
+        cmd += ["--out", str(features)]  # overrides the block's out folder
         if cmd[0] == "python":
             cmd[0] = sys.executable
         subprocess.run(cmd, check=True, cwd=root)
