@@ -1,5 +1,6 @@
-"""CAE of Table 3.2 (Quarenghi's thesis) and the DEC / DCEC / IDEC heads: architecture, the
-equations of DEC, the stopping rule, the DCEC loss, determinism and the sklearn API."""
+"""CAE of Table 3.2 (Quarenghi's thesis) and the DEC / DCEC heads (IDEC = DCEC with gamma 0.1):
+architecture, the equations of DEC, the stopping rule, the DCEC loss, determinism, parameter
+checks and the sklearn API."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from medclust.models import (
     CAE,
     DCEC,
     DEC,
-    IDEC,
     TABLE_3_2,
     CAEEmbedding,
     joint_loss,
@@ -263,13 +263,16 @@ def test_dcec_training_loss_is_reconstruction_plus_gamma_kl(cae, data):
     )
 
 
-def test_idec_is_dcec_with_gamma_0_1(cae, data):
+def test_gamma_weights_the_clustering_term(cae, data):
+    """IDEC is DCEC(gamma=0.1): gamma alone decides how far the centres move. With gamma 0 the
+    loss is the reconstruction alone, so the centres get no gradient and stay at k-means'."""
     X, _ = data
-    assert IDEC().gamma == 0.1 and DCEC().gamma == 0.01 and isinstance(IDEC(), DCEC)
-    a = IDEC(pretrained=cae.model_, gamma=0.05, **{**FAST_HEAD, "max_iter": 6}).fit(X)
-    b = DCEC(pretrained=cae.model_, gamma=0.05, **{**FAST_HEAD, "max_iter": 6}).fit(X)
-    assert np.array_equal(a.cluster_centers_, b.cluster_centers_)
-    np.testing.assert_equal(a.history_, b.history_)  # NaN-aware
+    kw = {**FAST_HEAD, "max_iter": 6}
+    rec_only = DCEC(pretrained=cae.model_, gamma=0.0, **kw).fit(X)
+    idec = DCEC(pretrained=cae.model_, gamma=0.1, **kw).fit(X)
+    assert np.array_equal(rec_only.cluster_centers_, rec_only.init_centers_)
+    assert np.array_equal(idec.init_centers_, rec_only.init_centers_)
+    assert not np.array_equal(idec.cluster_centers_, idec.init_centers_)
 
 
 def test_seeded_fits_are_identical(data):
@@ -289,7 +292,7 @@ def test_sklearn_clone_and_params(cae):
         CAEEmbedding(embedding_dim=10, epochs=5),
         DEC(pretrained=cae.model_, update_interval=7),
         DCEC(pretrained=cae, gamma=0.2),
-        IDEC(),
+        DCEC(gamma=0.1),
     ):
         c = clone(est)
         assert type(c) is type(est)
@@ -303,3 +306,28 @@ def test_sklearn_clone_and_params(cae):
         DEC(pretrained="cae").fit(np.zeros((4, PX, PX), np.float32))
     with pytest.raises(ValueError, match="tol"):
         DEC(pretrained=cae.model_, tol=2.0).fit(np.zeros((4, PX, PX), np.float32))
+
+
+def test_hyper_parameters_are_keyword_only():
+    for cls in (CAEEmbedding, DEC, DCEC):
+        with pytest.raises(TypeError):
+            cls(3)
+
+
+@pytest.mark.parametrize(
+    ("est", "message"),
+    [
+        (DEC(batch_size=0), "batch_size must be an integer >= 1, got 0"),
+        (DEC(max_iter=-1), "max_iter must be an integer >= 0, got -1"),
+        (DEC(update_interval=1.5), "update_interval must be an integer >= 1, got 1.5"),
+        (DEC(lr=0.0), r"lr must be a finite number in \(0, inf\), got 0.0"),
+        (DEC(seed=True), "seed must be an integer >= 0, got True"),
+        (DEC(verbose=1), "verbose must be bool, got 1"),
+        (DCEC(gamma=-0.1), r"gamma must be a finite number in \[0, inf\), got -0.1"),
+        (CAEEmbedding(embedding_dim=0), "embedding_dim must be an integer >= 1, got 0"),
+        (CAEEmbedding(epochs=-1), "epochs must be an integer >= 0, got -1"),
+    ],
+)
+def test_bad_hyper_parameters_are_refused_by_name(est, message):
+    with pytest.raises(ValueError, match=message):
+        est.fit(np.zeros((4, 32, 32), np.float32))

@@ -13,9 +13,10 @@ from sklearn.metrics import adjusted_rand_score
 
 from medclust.models import DCN, ConvAutoencoder, dcn_centroid_update, nearest_centroid
 from medclust.models import dcn as dcn_module
+from medclust.models.conv_autoencoder import Upsample2x
 
 PX = 16  # the architecture of the paper at 16 px keeps the tests fast on two cores
-FAST = dict(n_clusters=3, pretrain_epochs=8, n_epochs=4, batch_size=16, lambda_=1.0, seed=0)
+FAST = dict(n_clusters=3, pretrain_epochs=8, epochs=4, batch_size=16, lam=1.0, seed=0)
 
 
 def blob_textures(n_per: int = 30, px: int = PX, seed: int = 0):
@@ -71,7 +72,7 @@ def test_autoencoder_architecture_matches_the_paper():
 def test_upsample_matches_torch_nearest():
     x = torch.randn(2, 3, 4, 5)
     ref = torch.nn.Upsample(scale_factor=2)(x)
-    assert torch.equal(dcn_module.Upsample2x()(x), ref)
+    assert torch.equal(Upsample2x()(x), ref)
 
 
 # --------------------------------------------------------------------------- update rules
@@ -141,8 +142,8 @@ def test_fit_attributes_and_shapes(fitted, data):
     assert fitted.predict(X[:7]).shape == (7,)
     assert len(fitted.pretrain_history_) == FAST["pretrain_epochs"]
     assert set(fitted.history_) == {"reconstruction", "clustering", "total", "changed"}
-    assert all(len(v) == FAST["n_epochs"] for v in fitted.history_.values())
-    assert fitted.counts_.sum() == pytest.approx(3 * 100 + FAST["n_epochs"] * n)
+    assert all(len(v) == FAST["epochs"] for v in fitted.history_.values())
+    assert fitted.counts_.sum() == pytest.approx(3 * 100 + FAST["epochs"] * n)
 
 
 def test_init_baseline_is_kmeans_on_the_pretrained_latent(fitted, data):
@@ -166,7 +167,11 @@ def test_loss_decreases_and_clusters_are_found(fitted, data):
 
 def test_fit_is_deterministic(fitted, data):
     X, _ = data
+    torch.manual_seed(123)
+    rng_before = torch.get_rng_state()
     again = DCN(**FAST).fit(X)
+    # the weights are drawn from a forked, seeded RNG: the caller's torch stream is untouched
+    assert torch.equal(torch.get_rng_state(), rng_before)
     np.testing.assert_array_equal(again.labels_, fitted.labels_)
     np.testing.assert_array_equal(again.cluster_centers_, fitted.cluster_centers_)
     assert again.history_ == fitted.history_
@@ -192,13 +197,15 @@ def test_pretrained_autoencoder_is_reused(fitted, data):
 
 
 def test_clone_and_get_params_round_trip(fitted):
-    est = DCN(n_clusters=4, lambda_=0.5, init_count="kmeans", device="auto", verbose=True)
+    est = DCN(n_clusters=4, lam=0.5, init_count="kmeans", device="auto", verbose=True)
     twin = clone(est)
     assert twin.get_params() == est.get_params()
     assert not hasattr(clone(fitted), "labels_")
     p = clone(DCN(pretrained=fitted.pretrained_autoencoder_)).get_params()["pretrained"]
     assert p is not fitted.pretrained_autoencoder_ and isinstance(p, ConvAutoencoder)
-    assert DCN(device="auto")._resolve_device().type in ("cpu", "cuda")
+    assert DCN(device="auto")._select_device().type in ("cpu", "cuda")
+    with pytest.raises(TypeError):
+        DCN(4)  # hyper-parameters are keyword-only
 
 
 def test_input_validation(data):
@@ -209,8 +216,28 @@ def test_input_validation(data):
         DCN(**FAST).fit(X[:, :12, :12])
     with pytest.raises(ValueError, match="n_clusters"):
         DCN(**FAST).fit(X[:2])
-    with pytest.raises(ValueError, match="lambda_"):
-        DCN(**{**FAST, "lambda_": -1.0}).fit(X)
+    with pytest.raises(ValueError, match=r"lam must be a finite number in \[0, inf\), got -1.0"):
+        DCN(**{**FAST, "lam": -1.0}).fit(X)
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "message"),
+    [
+        ("epochs", -1, "epochs must be an integer >= 0, got -1"),
+        ("pretrain_epochs", 2.0, "pretrain_epochs must be an integer >= 0, got 2.0"),
+        ("batch_size", 0, "batch_size must be an integer >= 1, got 0"),
+        ("lr", 0.0, r"lr must be a finite number in \(0, inf\), got 0.0"),
+        ("seed", -1, "seed must be an integer >= 0, got -1"),
+        ("verbose", 1, "verbose must be bool, got 1"),
+        ("checkpoint_dir", 3, "checkpoint_dir must be str or PathLike or None, got 3"),
+        ("init_count", -1, "init_count must be an integer >= 0 or 'kmeans', got -1"),
+        ("init_count", "sizes", "init_count must be an integer >= 0 or 'kmeans', got 'sizes'"),
+    ],
+)
+def test_parameter_constraints(data, param, value, message):
+    X, _ = data
+    with pytest.raises(ValueError, match=message):
+        DCN(**{**FAST, param: value}).fit(X)
 
 
 def test_checkpoint_key(data):
@@ -218,7 +245,7 @@ def test_checkpoint_key(data):
     est = DCN(**FAST)
     key = est._key(dcn_module.as_image_batch(X))
     assert DCN(**FAST, verbose=True, checkpoint_dir="x")._key(dcn_module.as_image_batch(X)) == key
-    assert DCN(**{**FAST, "lambda_": 2.0})._key(dcn_module.as_image_batch(X)) != key
+    assert DCN(**{**FAST, "lam": 2.0})._key(dcn_module.as_image_batch(X)) != key
     assert est._key(dcn_module.as_image_batch(X[::-1].copy())) != key
 
 
@@ -263,7 +290,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_fit(
     done_clu = max(0, stop_after_saves - FAST["pretrain_epochs"] - 1)
     assert epochs == {
         "pretrain": FAST["pretrain_epochs"] - done_pre,
-        "cluster": FAST["n_epochs"] - done_clu,
+        "cluster": FAST["epochs"] - done_clu,
     }
     np.testing.assert_array_equal(resumed.labels_, fitted.labels_)
     np.testing.assert_array_equal(resumed.cluster_centers_, fitted.cluster_centers_)

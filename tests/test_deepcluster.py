@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from medclust.models.deepcluster import (
     DeepCluster,
     SupervisedPooledClassifier,
-    masked_average_pool,
     repair_empty_clusters,
     uniform_label_sample,
 )
+from medclust.models.pooling import masked_average_pool, preprocess_features
 from medclust.models.unet3d import Encoder3D, UNet3D, count_parameters, matched_encoder_filters
 
 SIDE = 16  # tiny volumes keep the whole file to a few seconds on two cores
@@ -59,6 +59,15 @@ def test_unet_dense_features_have_the_input_shape(shape):
     assert out.shape == (2, 2, *shape)
     with pytest.raises(ValueError, match="2\\*\\*levels = 8"):
         net(torch.randn(1, 1, 7, 16, 16))
+
+
+def test_network_params_are_checked():
+    with pytest.raises(ValueError, match="base_filters must be an integer >= 1, got 0"):
+        UNet3D(1, base_filters=0)
+    with pytest.raises(ValueError, match="levels must be an integer >= 1, got 2.0"):
+        Encoder3D(1, levels=2.0)
+    with pytest.raises(ValueError, match="norm must be 'group' or 'batch' or 'instance'"):
+        UNet3D(1, norm="layer")
 
 
 def test_encoder_is_the_down_path_at_one_sixteenth():
@@ -122,6 +131,25 @@ def test_masked_pooling_at_a_lower_resolution():
 
 
 # --------------------------------------------------------------------------- DeepCluster steps
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
+def test_preprocessing_whitens_normalises_and_drops_flat_components():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(40, 3))
+    # six columns, only three independent: the last three are copies (zero residual variance)
+    X = np.concatenate([base, base @ np.diag([2.0, -1.0, 0.5])], axis=1)
+    Z, scaler, pca = preprocess_features(X, pca_dim=5, seed=0)
+    assert pca.n_components_ == 3  # 5 asked, 2 of them ~0 variance and dropped
+    assert Z.shape == (40, 3)
+    np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1.0)
+    np.testing.assert_allclose(scaler.mean_, X.mean(0))
+    Z_all, _, pca_all = preprocess_features(base, pca_dim=None)
+    assert pca_all.n_components_ == 3 and Z_all.shape == (40, 3)
+    with pytest.raises(RuntimeError, match="NaN or inf"):
+        preprocess_features(np.where(X > 2, np.nan, X), pca_dim=2)
+    with pytest.raises(RuntimeError, match="identical for every volume"):
+        preprocess_features(np.ones((5, 3)), pca_dim=2)
 
 
 def test_uniform_sampler_gives_every_nonempty_cluster_the_same_draws():
@@ -237,17 +265,39 @@ def test_seeded_fits_are_identical(fitted, data):
     assert other.history_["head_init_digest"] != fitted.history_["head_init_digest"]
 
 
+def test_fit_leaves_the_callers_torch_rng_alone(data):
+    X, M, y = data
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    DeepCluster(**{**FAST, "epochs": 1}).fit(X, M)
+    SupervisedPooledClassifier(base_filters=2, epochs=1, batch_size=6, device="cpu").fit(X, M, y)
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_hyper_parameters_are_keyword_only():
+    with pytest.raises(TypeError):
+        DeepCluster(6)
+    with pytest.raises(TypeError):
+        SupervisedPooledClassifier("unet")
+    assert set(DeepCluster().get_params()) == set(DeepCluster._constraints)
+    assert set(SupervisedPooledClassifier().get_params()) == set(
+        SupervisedPooledClassifier._constraints
+    )
+
+
 @pytest.mark.parametrize(
     ("param", "value", "match"),
     [
-        ("n_clusters", 1, "n_clusters"),
+        ("n_clusters", 1, "n_clusters must be an integer >= 2, got 1"),
         ("n_clusters", 25, "n_clusters=25"),
-        ("network", "vgg", "network"),
+        ("network", "vgg", "network must be 'unet' or 'encoder', got 'vgg'"),
         ("base_filters", 0, "base_filters"),
-        ("epochs", 2.5, "epochs"),
-        ("pca_dim", 0, "pca_dim"),
-        ("lr", -0.1, "lr"),
-        ("momentum", 1.0, "momentum"),
+        ("epochs", 2.5, "epochs must be an integer >= 1, got 2.5"),
+        ("pca_dim", 0, "pca_dim must be an integer >= 1 or None"),
+        ("lr", -0.1, r"lr must be a finite number in \(0, inf\)"),
+        ("momentum", 1.0, r"momentum must be a finite number in \[0, 1\)"),
+        ("verbose", 1, "verbose must be bool"),
         ("weight_decay", -1, "weight_decay"),
         ("batch_size", 0, "batch_size"),
         ("iters_per_epoch", 0, "iters_per_epoch"),
@@ -273,6 +323,8 @@ def test_bad_inputs_are_named(data):
         DeepCluster(**{**FAST, "network": "encoder"}).fit(X[:, :12], M[:, :12])
     with pytest.raises(ValueError, match="NaN"):
         DeepCluster(**FAST).fit(np.where(M == 1, np.nan, X), M)
+    with pytest.raises(ValueError, match="balanced must be bool, got 1"):
+        SupervisedPooledClassifier(balanced=1, device="cpu").fit(X, M, y)
     with pytest.raises(ValueError, match="y must have shape"):
         SupervisedPooledClassifier(**{k: FAST[k] for k in ("base_filters", "device")}).fit(
             X, M, y[:-1]

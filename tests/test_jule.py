@@ -216,7 +216,7 @@ def _textures(n: int = 240, w: int = 11, seed: int = 0):
 
 
 SMALL = dict(n_clusters=4, epochs_per_period=1, deep_padding=2, n_kernels=8, fc_units=64,
-             embed_dim=16, batch_size=40, progress=False, device="cpu")  # fmt: skip
+             embed_dim=16, batch_size=40, verbose=False, device="cpu")  # fmt: skip
 
 
 def test_jule_fit_reaches_the_target_and_is_seeded():
@@ -238,10 +238,41 @@ def test_jule_fit_reaches_the_target_and_is_seeded():
     assert not np.allclose(a.random_network_transform(X[:10]), fa)
 
 
+def test_jule_fit_leaves_the_callers_rng_alone():
+    """The fit seeds a fork of torch's RNG (the network's initial weights) and its own
+    generator; the caller's torch, numpy and python streams go on as if it had not run."""
+    import random
+
+    X, _ = _textures(80)
+    torch.manual_seed(123)
+    np.random.seed(123)  # noqa: NPY002 (the global state is what is under test)
+    random.seed(123)
+    expected = (torch.rand(3), np.random.rand(3), random.random())  # noqa: NPY002
+    torch.manual_seed(123)
+    np.random.seed(123)  # noqa: NPY002
+    random.seed(123)
+    a = JULE(seed=5, **SMALL).fit(X)
+    after = (torch.rand(3), np.random.rand(3), random.random())  # noqa: NPY002
+    torch.testing.assert_close(after[0], expected[0])
+    np.testing.assert_array_equal(after[1], expected[1])
+    assert after[2] == expected[2]
+    # and the fit does not depend on what the caller drew before
+    torch.manual_seed(999)
+    b = JULE(seed=5, **SMALL).fit(X)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    np.testing.assert_array_equal(a.transform(X[:5]), b.transform(X[:5]))
+
+
 def test_jule_param_errors_name_the_param():
     X, _ = _textures(40)
-    with pytest.raises(ValueError, match="eta"):
-        JULE(eta=0.0, **{k: v for k, v in SMALL.items()}).fit(X)
+    with pytest.raises(ValueError, match=r"eta must be a finite number in \(0, 1\], got 0.0"):
+        JULE(eta=0.0, **SMALL).fit(X)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 2, got 1"):
+        JULE(**{**SMALL, "batch_size": 1}).fit(X)
+    with pytest.raises(ValueError, match="verbose must be bool"):
+        JULE(**{**SMALL, "verbose": 1}).fit(X)
+    with pytest.raises(TypeError):
+        JULE(4)  # hyper-parameters are keyword-only
     with pytest.raises(ValueError, match="n_clusters=50 needs more than 50 patches"):
         JULE(**{**SMALL, "n_clusters": 50}).fit(X)
     with pytest.raises(ValueError, match="cubic patches"):

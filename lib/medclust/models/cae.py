@@ -34,19 +34,22 @@ say where theirs come from.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
+from medclust.models.base import BASE_CONSTRAINTS, TorchEstimator
 from medclust.models.common import INFER_BATCH, as_image_batch, torch_numerics
-from medclust.runtime import select_device
+from medclust.validation import Int, Real, check_int
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +84,7 @@ class CAE(nn.Module):
         super().__init__()
         if in_px % 32 or in_px < 32:
             raise ValueError(f"in_px must be a positive multiple of 32, got {in_px}")
-        if embedding_dim < 1:
-            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
-        self.embedding_dim, self.in_px = int(embedding_dim), int(in_px)
+        self.embedding_dim, self.in_px = check_int("embedding_dim", embedding_dim), int(in_px)
         self.bottleneck = (32, in_px // 32, in_px // 32)
         flat = 32 * (in_px // 32) ** 2
         self.encoder = nn.Sequential()
@@ -149,51 +150,15 @@ def as_images(X: Any) -> np.ndarray:
     return arr
 
 
-def encode(model: nn.Module, Xn: np.ndarray) -> np.ndarray:
-    """Embeddings of ``Xn`` (from :func:`as_images`) by ``model`` (a :class:`CAE` or its
-    ``encoder``) in eval mode, without gradients, in batches of ``INFER_BATCH``."""
-    enc = model.encoder if isinstance(model, CAE) else model
-    return _batched(enc, Xn)
-
-
-def reconstruct_with(model: CAE, Xn: np.ndarray) -> np.ndarray:
-    """Reconstructions ``(n, 1, px, px)`` float32 of ``Xn`` by ``model`` (eval mode)."""
-    return _batched(model, Xn, lambda m, x: m(x)[1])
-
-
-def reconstruction_mse(model: CAE, Xn: np.ndarray) -> float:
-    """Mean squared error per pixel, Eq. 2.2 of the thesis divided by the number of pixels
-    (the "MSE error" of Tables 3.4-3.6; Keras' ``mse``)."""
-    if len(Xn) == 0:
-        return float("nan")
-    total = 0.0
-    for a in range(0, len(Xn), INFER_BATCH):
-        rec = reconstruct_with(model, Xn[a : a + INFER_BATCH])
-        total += float(((rec.astype(np.float64) - Xn[a : a + INFER_BATCH]) ** 2).sum())
-    return total / Xn.size
-
-
-def _batched(module: nn.Module, Xn: np.ndarray, call=None) -> np.ndarray:
-    call = call or (lambda m, x: m(x))
-    device = next(module.parameters()).device
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode inside, back in its previous mode outside."""
     was_training = module.training
     module.eval()
-    out = []
     try:
-        with torch.no_grad(), torch_numerics():
-            # max(.., 1): an empty X still makes one (empty) pass, for the output shape
-            for a in range(0, max(len(Xn), 1), INFER_BATCH):
-                xb = torch.from_numpy(Xn[a : a + INFER_BATCH]).to(device)
-                out.append(call(module, xb).cpu().numpy())
+        yield module
     finally:
         module.train(was_training)
-    return np.concatenate(out).astype(np.float32, copy=False)
-
-
-def check_positive_int(obj: Any, name: str, minimum: int = 1) -> None:
-    v = getattr(obj, name)
-    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
 
 
 def epoch_order(seed: int, phase: int, epoch: int, n: int) -> np.ndarray:
@@ -201,10 +166,43 @@ def epoch_order(seed: int, phase: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([int(seed), phase, epoch]).permutation(n)
 
 
-# --------------------------------------------------------------------------- estimator
+# --------------------------------------------------------------------------- estimators
 
 
-class CAEEmbedding(TransformerMixin, BaseEstimator):
+class CAEInference(TorchEstimator):
+    """Batched inference with a :class:`CAE` (or its encoder), shared by :class:`CAEEmbedding`
+    and the clustering heads of :mod:`medclust.models.dec`: eval mode and no gradients for the
+    pass, batches of ``INFER_BATCH`` on the network's device, float32 out."""
+
+    def _encode(self, model: nn.Module, Xn: np.ndarray) -> np.ndarray:
+        """Embeddings of ``Xn`` (from :func:`as_images`) by a :class:`CAE` or its ``encoder``."""
+        enc = model.encoder if isinstance(model, CAE) else model
+        with eval_mode(enc):
+            return self._batched(enc, Xn, device=next(enc.parameters()).device)
+
+    def _reconstruct(self, model: CAE, Xn: np.ndarray) -> np.ndarray:
+        """Reconstructions ``(n, 1, px, px)`` float32 of ``Xn`` by ``model``."""
+        with eval_mode(model):
+            return self._batched(lambda x: model(x)[1], Xn, device=next(model.parameters()).device)
+
+    def _reconstruction_mse(self, model: CAE, Xn: np.ndarray) -> float:
+        """Mean squared error per pixel, Eq. 2.2 of the thesis divided by the number of pixels
+        (the "MSE error" of Tables 3.4-3.6; Keras' ``mse``), NaN for no images."""
+        if len(Xn) == 0:
+            return float("nan")
+        total = 0.0
+        for a in range(0, len(Xn), INFER_BATCH):
+            xb = Xn[a : a + INFER_BATCH]
+            total += float(((self._reconstruct(model, xb).astype(np.float64) - xb) ** 2).sum())
+        return total / Xn.size
+
+    def _reconstruct_like(self, model: CAE, X: Any) -> np.ndarray:
+        """:meth:`_reconstruct` shaped like ``X`` (``(n, px, px)`` or ``(n, 1, px, px)``)."""
+        rec = self._reconstruct(model, as_images(X))
+        return rec[:, 0] if np.ndim(X) == 3 else rec
+
+
+class CAEEmbedding(TransformerMixin, CAEInference):
     """Pretrained CAE as an sklearn transformer: images -> embedding (thesis Sec. 2.1, 3.3.1).
 
     Trains :class:`CAE` on the per-pixel MSE (Eq. 2.2) with Adam, the optimiser of the thesis
@@ -243,8 +241,17 @@ class CAEEmbedding(TransformerMixin, BaseEstimator):
     device_ : torch.device
     """
 
+    _constraints = {
+        **BASE_CONSTRAINTS,
+        "embedding_dim": Int(1),
+        "epochs": Int(0),
+        "batch_size": Int(1),
+        "lr": Real(0, low_open=True),
+    }
+
     def __init__(
         self,
+        *,
         embedding_dim: int = 3,
         epochs: int = 200,
         batch_size: int = 256,
@@ -268,17 +275,11 @@ class CAEEmbedding(TransformerMixin, BaseEstimator):
         Xv = None if X_val is None else as_images(X_val)
         if Xv is not None and Xv.shape[1:] != Xn.shape[1:]:
             raise ValueError(f"X_val images have shape {Xv.shape[1:]}, X has {Xn.shape[1:]}")
-        for name in ("embedding_dim", "batch_size"):
-            check_positive_int(self, name)
-        for name in ("epochs", "seed"):
-            check_positive_int(self, name, 0)
-        if not float(self.lr) > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        self._validate_params()
         if len(Xn) == 0:
             raise ValueError("X has no images")
-        self.device_ = select_device(self.device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(self.seed))
+        self._select_device()
+        with self._seeded():  # the caller's torch random stream is left untouched
             model = CAE(int(self.embedding_dim), Xn.shape[2])
         model.to(self.device_)
         with torch_numerics():
@@ -308,7 +309,7 @@ class CAEEmbedding(TransformerMixin, BaseEstimator):
                 steps += 1
             hist["train"].append(total / n)
             if Xv is not None:
-                hist["val"].append(reconstruction_mse(model, Xv))
+                hist["val"].append(self._reconstruction_mse(model, Xv))
             val = hist["val"][-1] if hist["val"] else float("nan")
             bar.set_postfix(train=f"{hist['train'][-1]:.5f}", val=f"{val:.5f}")
             log.info(
@@ -320,19 +321,18 @@ class CAEEmbedding(TransformerMixin, BaseEstimator):
     def transform(self, X: Any) -> np.ndarray:
         """Embeddings ``(n, embedding_dim)`` float32 (the embedded layer of Table 3.2)."""
         check_is_fitted(self, "model_")
-        return encode(self.model_, as_images(X))
+        return self._encode(self.model_, as_images(X))
 
     def reconstruct(self, X: Any) -> np.ndarray:
         """Reconstructions, float32, with the shape of ``X`` (``(n, px, px)`` or
         ``(n, 1, px, px)``), as in Fig. 3.5."""
         check_is_fitted(self, "model_")
-        rec = reconstruct_with(self.model_, as_images(X))
-        return rec[:, 0] if np.ndim(X) == 3 else rec
+        return self._reconstruct_like(self.model_, X)
 
     def reconstruction_mse(self, X: Any) -> float:
         """Per-pixel MSE of the reconstructions of ``X`` (the "MSE error" of Table 3.4)."""
         check_is_fitted(self, "model_")
-        return reconstruction_mse(self.model_, as_images(X))
+        return self._reconstruction_mse(self.model_, as_images(X))
 
     def get_model(self) -> CAE:
         """A deep copy of the trained :class:`CAE`."""

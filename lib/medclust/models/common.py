@@ -1,8 +1,9 @@
-"""Pieces shared by the torch estimators (cDCN, CAE, DEC/DCEC/IDEC)."""
+"""Pieces shared by the torch estimators (cDCN, CAE, DEC/DCEC, JULE, DeepCluster)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +22,9 @@ def torch_numerics() -> Iterator[None]:
 
     * ``torch.use_deterministic_algorithms(True, warn_only=True)``: ``warn_only`` because some
       CUDA kernels have no deterministic variant; every CPU kernel used here is deterministic.
+      On CUDA also deterministic cuDNN kernels and cuBLAS's fixed workspace
+      (``CUBLAS_WORKSPACE_CONFIG``, set unless the environment sets it; it must be set before the
+      first cuBLAS call of the process to take effect).
     * ``torch.set_flush_denormal(True)``: early in training, while the reconstruction sits on its
       initial plateau, the backward pass produces denormal floats, which made CPU epochs up to
       70 times slower; flushing them to zero changes the losses only in far decimals. torch has
@@ -40,8 +44,11 @@ def torch_numerics() -> Iterator[None]:
     prev = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     prev_bench = torch.backends.cudnn.benchmark
+    prev_cudnn_det = torch.backends.cudnn.deterministic
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
     flushed = torch.set_flush_denormal(True)
     _numerics_depth = 1
     try:
@@ -52,6 +59,7 @@ def torch_numerics() -> Iterator[None]:
             torch.set_flush_denormal(False)
         torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
         torch.backends.cudnn.benchmark = prev_bench
+        torch.backends.cudnn.deterministic = prev_cudnn_det
 
 
 def as_image_batch(X: Any) -> np.ndarray:

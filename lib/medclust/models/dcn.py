@@ -43,15 +43,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.base import ClusterMixin, TransformerMixin
 from sklearn.cluster import KMeans
 from sklearn.utils.validation import check_is_fitted
-from torch import nn
 from tqdm.auto import tqdm
 
+from medclust.models import conv_autoencoder
+from medclust.models.base import BASE_CONSTRAINTS, TorchEstimator
 from medclust.models.common import INFER_BATCH, as_image_batch, torch_numerics
+from medclust.models.conv_autoencoder import ConvAutoencoder, Upsample2x
 from medclust.outputs import atomic_write_bytes
-from medclust.runtime import select_device
+from medclust.validation import Int, Options, Real, check_int
+
+__all__ = ["DCN", "ConvAutoencoder", "Upsample2x", "dcn_centroid_update", "nearest_centroid"]
 
 log = logging.getLogger(__name__)
 
@@ -59,73 +63,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 1
 #: Parameters that do not change the result and so are left out of the checkpoint key.
 _UNKEYED = ("verbose", "checkpoint_dir", "device")
-
-
-# --------------------------------------------------------------------------- network
-
-
-class Upsample2x(nn.Module):
-    """Nearest-neighbour upsampling by 2, the same values as ``nn.Upsample(scale_factor=2)``.
-
-    Written as a broadcast + reshape because torch's CPU ``upsample_nearest2d`` kernel is several
-    times slower for these shapes (it was a third of a training step); the backward is a plain
-    sum, deterministic on every device.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
-
-
-class ConvAutoencoder(nn.Module):
-    """Convolutional autoencoder of Perkonigg et al., Sec. 2.
-
-    Encoder: three 3x3 convolutions (padding 1) with ``channels`` = (50, 20, 10) feature maps,
-    each followed by ReLU and 2x2 max-pooling (32 -> 16 -> 8 -> 4 px), flattened
-    (10 * 4 * 4 = 160) and mapped linearly to the ``latent_dim`` = 20 dimensional latent space.
-    The latent layer is linear, as in DCN, so the k-means term acts on an unconstrained space.
-
-    Decoder, the mirror image ("upsampling followed by a convolutional layer in the reversed
-    order"): linear 20 -> 160 with ReLU, reshape to 10 x 4 x 4, then three times nearest
-    upsampling x2 followed by a 3x3 convolution (10 -> 20 -> 50 -> 1 maps), with ReLU between
-    and a linear output layer (the inputs are z-scored intensities, not in [0, 1]).
-
-    ``in_px`` must be divisible by 8. ``forward`` returns ``(latent, reconstruction)``.
-    """
-
-    def __init__(
-        self, in_px: int = 32, latent_dim: int = 20, channels: tuple[int, ...] = (50, 20, 10)
-    ) -> None:
-        super().__init__()
-        if in_px % 8 or in_px < 8:
-            raise ValueError(f"in_px must be a positive multiple of 8, got {in_px}")
-        self.in_px, self.latent_dim, self.channels = int(in_px), int(latent_dim), tuple(channels)
-        c1, c2, c3 = self.channels
-        self.bottleneck = (c3, in_px // 8, in_px // 8)
-        flat = c3 * (in_px // 8) ** 2
-        self.encoder = nn.Sequential(
-            nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(),
-            nn.Linear(flat, latent_dim),
-        )  # fmt: skip
-        self.decoder_fc = nn.Sequential(nn.Linear(latent_dim, flat), nn.ReLU())
-        self.decoder = nn.Sequential(
-            Upsample2x(), nn.Conv2d(c3, c2, 3, padding=1), nn.ReLU(),
-            Upsample2x(), nn.Conv2d(c2, c1, 3, padding=1), nn.ReLU(),
-            Upsample2x(), nn.Conv2d(c1, 1, 3, padding=1),
-        )  # fmt: skip
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.decoder_fc(z).view(-1, *self.bottleneck))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.encode(x)
-        return z, self.decode(z)
 
 
 # --------------------------------------------------------------------------- clustering steps
@@ -190,11 +127,12 @@ def _cpu(state: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- estimator
 
 
-class DCN(ClusterMixin, TransformerMixin, BaseEstimator):
+class DCN(ClusterMixin, TransformerMixin, TorchEstimator):
     """Convolutional Deep Clustering Network (Perkonigg et al., Sec. 2; Yang et al. 2017).
 
     Minimises Eq. (1) of Perkonigg et al. by the alternating scheme of DCN (Yang et al. 2017,
-    Sec. 3 / Algorithm 1); see the module docstring for the exact steps.
+    Sec. 3 / Algorithm 1); see the module docstring for the exact steps. Hyper-parameters are
+    keyword-only and checked in ``fit`` against ``_constraints``.
 
     Parameters
     ----------
@@ -202,14 +140,14 @@ class DCN(ClusterMixin, TransformerMixin, BaseEstimator):
         Number of clusters (the paper's choice, "fixed after preliminary experiments").
     latent_dim : int, default 20
         Latent dimension (the paper's).
-    lambda_ : float, default 0.01
-        Weight of the clustering term, entering as ``lambda_ / 2``. Not reported by the paper.
-        Calibrated on the liver phantom (5,000 z-scored 14 mm patches, 5 pretraining epochs):
+    lam : float, default 0.01
+        Weight of the clustering term (the paper's lambda), entering as ``lam / 2``. Not
+        reported by the paper. Calibrated on the liver phantom (5,000 z-scored 14 mm patches, 5 pretraining epochs):
         the pretrained per-pixel MSE was ~0.3 and the mean squared latent distance to the
         nearest k-means centroid ~30, so 0.01 starts the clustering term at about half the
         reconstruction term. At 0.1 the clustering term was 2.3 times the reconstruction term in
         the first epoch and one of the 10 clusters emptied within 5 epochs (none at 0.01).
-    pretrain_epochs, n_epochs : int, default 50, 50
+    pretrain_epochs, epochs : int, default 50, 50
         Epochs of autoencoder pretraining and of joint DCN training (the values Yang et al. and
         the PyTorch reimplementations use; the paper reports none).
     batch_size : int, default 256
@@ -249,7 +187,7 @@ class DCN(ClusterMixin, TransformerMixin, BaseEstimator):
     cluster_centers_ : (n_clusters, latent_dim) float32 -- the centroids ``M``.
     counts_ : (n_clusters,) float64 -- final centroid counts ``c_k``.
     history_ : dict of lists -- per clustering epoch: ``reconstruction`` (mean MSE),
-        ``clustering`` (mean ``lambda_/2 * ||f(x) - M s||^2``), ``total`` (their sum; minibatch
+        ``clustering`` (mean ``lam/2 * ||f(x) - M s||^2``), ``total`` (their sum; minibatch
         means weighted by batch size) and ``changed`` (fraction of assignments that changed).
     pretrain_history_ : list of float -- mean reconstruction MSE per pretraining epoch.
     autoencoder_ : ConvAutoencoder -- the trained network.
@@ -260,13 +198,27 @@ class DCN(ClusterMixin, TransformerMixin, BaseEstimator):
     device_ : torch.device -- the device used.
     """
 
+    _constraints = {
+        **BASE_CONSTRAINTS,
+        "n_clusters": Int(1),
+        "latent_dim": Int(1),
+        "lam": Real(0),
+        "pretrain_epochs": Int(0),
+        "epochs": Int(0),
+        "batch_size": Int(1),
+        "lr": Real(0, low_open=True),
+        "kmeans_n_init": Int(1),
+        "checkpoint_dir": Options(str, os.PathLike, None),
+    }
+
     def __init__(
         self,
+        *,
         n_clusters: int = 10,
         latent_dim: int = 20,
-        lambda_: float = 0.01,
+        lam: float = 0.01,
         pretrain_epochs: int = 50,
-        n_epochs: int = 50,
+        epochs: int = 50,
         batch_size: int = 256,
         lr: float = 1e-3,
         init_count: int | str = 100,
@@ -279,9 +231,9 @@ class DCN(ClusterMixin, TransformerMixin, BaseEstimator):
     ) -> None:
         self.n_clusters = n_clusters
         self.latent_dim = latent_dim
-        self.lambda_ = lambda_
+        self.lam = lam
         self.pretrain_epochs = pretrain_epochs
-        self.n_epochs = n_epochs
+        self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
         self.init_count = init_count
@@ -298,7 +250,7 @@ class DCN(ClusterMixin, TransformerMixin, BaseEstimator):
         """Pretrain (unless ``pretrained``), initialise by k-means, then train jointly."""
         Xn = as_image_batch(X)
         self._validate(Xn)
-        self.device_ = self._resolve_device()
+        self._select_device()
         with torch_numerics():
             self._fit(Xn)
         return self
@@ -328,21 +280,14 @@ class DCN(ClusterMixin, TransformerMixin, BaseEstimator):
     # ----------------------------------------------------------------- internals
 
     def _validate(self, Xn: np.ndarray) -> None:
-        def positive_int(name: str, minimum: int = 1) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
-
-        for name in ("n_clusters", "latent_dim", "batch_size", "kmeans_n_init"):
-            positive_int(name)
-        for name in ("pretrain_epochs", "n_epochs", "seed"):
-            positive_int(name, 0)
-        if not (float(self.lambda_) >= 0):
-            raise ValueError(f"lambda_ must be >= 0, got {self.lambda_!r}")
-        if not (float(self.lr) > 0):
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if self.init_count != "kmeans":
-            positive_int("init_count", 0)
+        self._validate_params()
+        if not (isinstance(self.init_count, str) and self.init_count == "kmeans"):
+            try:
+                check_int("init_count", self.init_count, 0)
+            except ValueError:
+                raise ValueError(
+                    f"init_count must be an integer >= 0 or 'kmeans', got {self.init_count!r}"
+                ) from None
         if len(Xn) < self.n_clusters:
             raise ValueError(f"{len(Xn)} samples cannot form n_clusters={self.n_clusters} clusters")
         if self.pretrained is not None:
@@ -355,9 +300,6 @@ class DCN(ClusterMixin, TransformerMixin, BaseEstimator):
                     f"expected {self.latent_dim}, {Xn.shape[2]}"
                 )
 
-    def _resolve_device(self) -> torch.device:
-        return select_device(self.device)
-
     def _key(self, Xn: np.ndarray) -> str:
         params = {k: v for k, v in self.get_params(deep=False).items() if k not in _UNKEYED}
         if params["pretrained"] is not None:
@@ -366,8 +308,9 @@ class DCN(ClusterMixin, TransformerMixin, BaseEstimator):
         h.update(
             json.dumps({"v": CHECKPOINT_VERSION, **params}, sort_keys=True, default=repr).encode()
         )
-        # a change to this module's code must not resume a checkpoint written by the old code
+        # a change to this code or the network's must not resume a checkpoint of the old code
         h.update(Path(__file__).read_bytes())
+        h.update(Path(conv_autoencoder.__file__).read_bytes())
         h.update(repr(Xn.shape).encode())
         h.update(Xn.tobytes())
         return h.hexdigest()
@@ -376,22 +319,17 @@ class DCN(ClusterMixin, TransformerMixin, BaseEstimator):
         if self.pretrained is not None:
             return copy.deepcopy(self.pretrained).to(self.device_)
         # forked RNG: seeding must not disturb the caller's global torch random stream
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(self.seed))
+        with self._seeded():
             model = ConvAutoencoder(in_px, self.latent_dim)
         return model.to(self.device_)
 
     def _encode(self, model: ConvAutoencoder, Xn: np.ndarray) -> np.ndarray:
-        device = next(model.parameters()).device
         was_training = model.training
         model.eval()
-        out = np.empty((len(Xn), model.latent_dim), dtype=np.float32)
-        with torch.no_grad(), torch_numerics():
-            for a in range(0, len(Xn), INFER_BATCH):
-                xb = torch.from_numpy(Xn[a : a + INFER_BATCH]).to(device)
-                out[a : a + INFER_BATCH] = model.encode(xb).cpu().numpy()
-        model.train(was_training)
-        return out
+        try:
+            return self._batched(model.encode, Xn, device=next(model.parameters()).device)
+        finally:
+            model.train(was_training)
 
     def _order(self, phase: int, epoch: int, n: int) -> np.ndarray:
         # Derived from (seed, phase, epoch) alone, so resuming needs no generator state.
@@ -414,7 +352,7 @@ class DCN(ClusterMixin, TransformerMixin, BaseEstimator):
     def _cluster_epoch(self, model, opt, Xt, st: dict[str, torch.Tensor], epoch: int) -> dict:
         model.train()
         n = len(Xt)
-        half_lambda = 0.5 * float(self.lambda_)
+        half_lambda = 0.5 * float(self.lam)
         rec_sum = clu_sum = 0.0
         changed = 0
         order = torch.from_numpy(self._order(1, epoch, n)).to(Xt.device)
@@ -548,7 +486,7 @@ class DCN(ClusterMixin, TransformerMixin, BaseEstimator):
             save("cluster", 0, opt, cluster_extra())
 
         # ---- phase 2: joint training (Algorithm 1 of Yang et al.)
-        bar = tqdm(range(start, int(self.n_epochs)), desc="DCN train", disable=not self.verbose)
+        bar = tqdm(range(start, int(self.epochs)), desc="DCN train", disable=not self.verbose)
         for epoch in bar:
             rec = self._cluster_epoch(model, opt, Xt, st, epoch)
             for k, v in rec.items():
@@ -556,7 +494,7 @@ class DCN(ClusterMixin, TransformerMixin, BaseEstimator):
             bar.set_postfix(rec=f"{rec['reconstruction']:.4f}", clu=f"{rec['clustering']:.4f}")
             log.info(
                 "DCN epoch %d/%d: reconstruction %.5f, clustering %.5f, changed %.4f",
-                epoch + 1, self.n_epochs, rec["reconstruction"], rec["clustering"], rec["changed"],
+                epoch + 1, self.epochs, rec["reconstruction"], rec["clustering"], rec["changed"],
             )  # fmt: skip
             save("cluster", epoch + 1, opt, cluster_extra())
 

@@ -1,20 +1,11 @@
-"""DEC, DCEC and IDEC clustering heads on the pretrained CAE of Quarenghi's thesis.
+"""DEC and DCEC clustering heads on the pretrained CAE of Quarenghi's thesis (IDEC is DCEC
+with ``gamma = 0.1``).
 
-All three share the clustering layer and the self-training loop of DEC (Xie, Girshick and
+Both share the clustering layer and the self-training loop of DEC (Xie, Girshick and
 Farhadi, "Unsupervised Deep Embedding for Clustering Analysis", ICML 2016, Sec. 3.1), as the
-thesis describes it in Sec. 2.2-2.3:
-
-* soft assignment, Student's t kernel (DEC Eq. 1, thesis Eq. 2.3, ``alpha = 1``)::
-
-      q_ij = (1 + |z_i - mu_j|^2 / alpha)^(-(alpha+1)/2) / sum_j' (same for j')
-
-* target distribution (DEC Eq. 3, thesis Eq. 2.5), ``f_j = sum_i q_ij``::
-
-      p_ij = (q_ij^2 / f_j) / sum_j' (q_ij'^2 / f_j')
-
-* clustering loss ``L_c = KL(P || Q)`` (DEC Eq. 2, thesis Eq. 2.4). As in Keras' ``kld`` used by
-  the reference code of DEC/IDEC/DCEC (github.com/XifengGuo), a minibatch loss is the sum over
-  clusters averaged over the samples of the batch.
+thesis describes it in Sec. 2.2-2.3, with the soft assignment ``q_ij`` (Student's t kernel,
+DEC Eq. 1), the target distribution ``p_ij`` (DEC Eq. 3) and the clustering loss
+``L_c = KL(P || Q)`` (DEC Eq. 2) of :mod:`medclust.models.dec_equations`.
 
 Training (thesis Sec. 2.2 "Initialization and optimization" and 2.3.3; DCEC's ``fit``):
 
@@ -30,17 +21,17 @@ Training (thesis Sec. 2.2 "Initialization and optimization" and 2.3.3; DCEC's ``
 4. between updates, Adam (thesis Sec. 2.2 and 2.3.3) steps on minibatches of the loss, jointly
    on the network weights and the centres ``mu_j`` (the clustering layer's weights).
 
-The three heads differ in the loss only:
+The heads differ in the loss only:
 
 * :class:`DEC` discards the decoder; ``L = L_c`` (thesis Sec. 2.2, Table 3.3).
 * :class:`DCEC` keeps the decoder; ``L = L_r + gamma L_c`` with ``L_r`` the per-pixel MSE of the
   reconstruction (Guo, Liu, Zhu and Yin, "Deep Clustering with Convolutional Autoencoders",
   ICONIP 2017; thesis Eq. 2.6) and ``gamma = 0.01`` (thesis Sec. 2.3.3; Guo et al. use 0.1).
-* :class:`IDEC` (Guo, Gao, Liu and Yin, "Improved Deep Embedded Clustering with Local Structure
+* IDEC (Guo, Gao, Liu and Yin, "Improved Deep Embedded Clustering with Local Structure
   Preservation", IJCAI 2017) is the same objective as DCEC -- DCEC *is* IDEC with a
-  convolutional autoencoder. Here it runs on the thesis' CAE too, so the *only* difference from
-  :class:`DCEC` is ``gamma = 0.1`` (IDEC's and DCEC's published value) instead of the thesis'
-  0.01. It is a parameter preset, not a separate algorithm.
+  convolutional autoencoder. On the thesis' CAE the *only* difference is ``gamma = 0.1``
+  (IDEC's and DCEC's published value) instead of the thesis' 0.01, so IDEC is
+  ``DCEC(gamma=0.1)``: a parameter value, not a separate algorithm or class.
 
 Deviation from the reference code: it cycles through the training set in its stored order; here
 every pass over the data uses a fresh permutation (from ``(seed, pass)``), because a data set
@@ -56,96 +47,34 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin, clone
+from sklearn.base import ClusterMixin, TransformerMixin, clone
 from sklearn.cluster import KMeans
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
-from medclust.models.cae import (
-    CAE,
-    CAEEmbedding,
-    as_images,
-    check_positive_int,
-    encode,
-    epoch_order,
-    reconstruct_with,
-)
-from medclust.models.cae import reconstruction_mse as _reconstruction_mse
+from medclust.models.base import BASE_CONSTRAINTS
+from medclust.models.cae import CAE, CAEEmbedding, CAEInference, as_images, epoch_order
 from medclust.models.common import INFER_BATCH, torch_numerics
-from medclust.runtime import select_device
+from medclust.models.dec_equations import (
+    joint_loss,
+    kl_divergence,
+    log_soft_assignment,
+    soft_assignment,
+    target_distribution,
+)
+from medclust.validation import Int, Real
+
+__all__ = ["DCEC", "DEC", "joint_loss", "kl_divergence", "soft_assignment", "target_distribution"]
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- the equations
-
-
-def _log_soft_assignment(z: torch.Tensor, centers: torch.Tensor, alpha: float) -> torch.Tensor:
-    # log of DEC Eq. 1 as a log-softmax of -(alpha+1)/2 log(1 + d^2/alpha): exact, and finite
-    # however far a point lies from every centre. Squared distances are formed explicitly (no
-    # |z|^2 - 2 z.mu + |mu|^2 cancellation).
-    d2 = ((z[:, None, :] - centers[None, :, :]) ** 2).sum(-1)
-    return torch.log_softmax(-0.5 * (alpha + 1.0) * torch.log1p(d2 / alpha), dim=1)
-
-
-def soft_assignment(z: Any, centers: Any, alpha: float = 1.0) -> Any:
-    """Student's t soft assignment ``q_ij`` of DEC Eq. 1 (thesis Eq. 2.3).
-
-    ``z`` is ``(n, d)``, ``centers`` ``(k, d)``; returns ``(n, k)`` with rows summing to 1.
-    Torch tensors in, a tensor out (differentiable); NumPy arrays in, a NumPy array out.
-    """
-    if not alpha > 0:
-        raise ValueError(f"alpha must be > 0, got {alpha!r}")
-    if torch.is_tensor(z):
-        return _log_soft_assignment(z, torch.as_tensor(centers).to(z), float(alpha)).exp()
-    zt = torch.as_tensor(np.asarray(z))
-    ct = torch.as_tensor(np.asarray(centers)).to(zt)
-    return _log_soft_assignment(zt, ct, float(alpha)).exp().numpy()
-
-
-def target_distribution(q: Any) -> Any:
-    """Auxiliary target ``p_ij = (q_ij^2 / f_j) / sum_j' (q_ij'^2 / f_j')``, ``f_j = sum_i q_ij``
-    (DEC Eq. 3, thesis Eq. 2.5). Torch or NumPy, ``(n, k)`` -> ``(n, k)``."""
-    if torch.is_tensor(q):
-        w = q**2 / q.sum(0, keepdim=True)
-        return w / w.sum(1, keepdim=True)
-    q = np.asarray(q)
-    w = q**2 / q.sum(0, keepdims=True)
-    return w / w.sum(1, keepdims=True)
-
-
-def kl_divergence(p: Any, q: Any) -> Any:
-    """``KL(P || Q) = sum_j p_ij log(p_ij / q_ij)`` averaged over the rows ``i`` (DEC Eq. 2,
-    thesis Eq. 2.4, normalised per sample like Keras' ``kld``); ``0 log 0 = 0``.
-
-    Torch tensors give a (differentiable) scalar tensor, NumPy arrays a float.
-    """
-    if torch.is_tensor(q):
-        p = torch.as_tensor(p).to(q)
-        tiny = torch.finfo(q.dtype).tiny
-        return (torch.special.xlogy(p, p) - p * torch.log(q.clamp_min(tiny))).sum(1).mean()
-    return float(kl_divergence(torch.as_tensor(np.asarray(p)), torch.as_tensor(np.asarray(q))))
-
-
-def joint_loss(
-    x: torch.Tensor, x_rec: torch.Tensor, p: torch.Tensor, q: torch.Tensor, gamma: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """DCEC/IDEC objective ``L = L_r + gamma L_c`` (thesis Eq. 2.6) on a minibatch.
-
-    ``L_r`` is the mean squared error per pixel (Keras' ``mse``, the thesis' "MSE error"),
-    ``L_c = KL(P || Q)`` per :func:`kl_divergence`. Returns ``(L, L_r, L_c)``.
-    """
-    rec = ((x_rec - x) ** 2).mean()
-    kl = kl_divergence(p, q)
-    return rec + gamma * kl, rec, kl
 
 
 # --------------------------------------------------------------------------- shared estimator
 
 
-class _KLClustering(ClusterMixin, TransformerMixin, BaseEstimator):
-    """The loop shared by :class:`DEC`, :class:`DCEC` and :class:`IDEC` (see module docstring).
+class _KLClustering(ClusterMixin, TransformerMixin, CAEInference):
+    """The loop shared by :class:`DEC` and :class:`DCEC` (see module docstring).
 
     Subclasses set ``_keep_decoder`` and ``_name`` and, when they keep the decoder, a
     ``gamma`` parameter.
@@ -153,9 +82,21 @@ class _KLClustering(ClusterMixin, TransformerMixin, BaseEstimator):
 
     _keep_decoder = False
     _name = "DEC"
+    _constraints = {
+        **BASE_CONSTRAINTS,
+        "n_clusters": Int(1),
+        "update_interval": Int(1),
+        "tol": Real(0, 1),
+        "max_iter": Int(0),
+        "batch_size": Int(1),
+        "lr": Real(0, low_open=True),
+        "alpha": Real(0, low_open=True),
+        "kmeans_n_init": Int(1),
+    }
 
     def __init__(
         self,
+        *,
         n_clusters: int = 3,
         pretrained: CAE | CAEEmbedding | None = None,
         update_interval: int = 140,
@@ -189,7 +130,7 @@ class _KLClustering(ClusterMixin, TransformerMixin, BaseEstimator):
         ``max_iter``. ``y`` is ignored."""
         Xn = as_images(X)
         self._validate(Xn)
-        self.device_ = select_device(self.device)
+        self._select_device()
         with torch_numerics():
             self._fit(Xn)
         return self
@@ -206,13 +147,13 @@ class _KLClustering(ClusterMixin, TransformerMixin, BaseEstimator):
     def transform(self, X: Any) -> np.ndarray:
         """Embeddings of the fine-tuned encoder, ``(n, embedding_dim)`` float32."""
         check_is_fitted(self, "encoder_")
-        return encode(self.encoder_, as_images(X))
+        return self._encode(self.encoder_, as_images(X))
 
     def pretrained_embedding(self, X: Any) -> np.ndarray:
         """Embeddings of the CAE as it was before clustering (the "k-means + CAE" features;
         label them with ``KMeans``-style nearest ``init_centers_``)."""
         check_is_fitted(self, "pretrained_model_")
-        return encode(self.pretrained_model_, as_images(X))
+        return self._encode(self.pretrained_model_, as_images(X))
 
     def kl_divergence(self, X: Any) -> float:
         """``KL(P || Q)`` on ``X``, ``P`` the target distribution of ``X``'s own ``Q`` (the
@@ -223,27 +164,15 @@ class _KLClustering(ClusterMixin, TransformerMixin, BaseEstimator):
     # ----------------------------------------------------------------- internals
 
     def _soft(self, Z: np.ndarray) -> np.ndarray:
-        z = torch.from_numpy(np.ascontiguousarray(Z, dtype=np.float32))
         c = torch.from_numpy(np.ascontiguousarray(self.cluster_centers_, dtype=np.float32))
-        out = [
-            _log_soft_assignment(z[a : a + INFER_BATCH], c, float(self.alpha)).exp()
-            for a in range(0, max(len(z), 1), INFER_BATCH)
-        ]
-        return torch.cat(out).numpy()
+        return self._batched(
+            lambda z: log_soft_assignment(z, c, float(self.alpha)).exp(),
+            np.asarray(Z, dtype=np.float32),
+            device=torch.device("cpu"),
+        )
 
     def _validate(self, Xn: np.ndarray) -> None:
-        for name in ("n_clusters", "update_interval", "batch_size", "kmeans_n_init"):
-            check_positive_int(self, name)
-        for name in ("max_iter", "seed"):
-            check_positive_int(self, name, 0)
-        if not 0.0 <= float(self.tol) <= 1.0:
-            raise ValueError(f"tol must be in [0, 1], got {self.tol!r}")
-        if not float(self.lr) > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        if not float(self.alpha) > 0:
-            raise ValueError(f"alpha must be > 0, got {self.alpha!r}")
-        if self._keep_decoder and not float(self.gamma) >= 0:
-            raise ValueError(f"gamma must be >= 0, got {self.gamma!r}")
+        self._validate_params()
         if len(Xn) < self.n_clusters:
             raise ValueError(f"{len(Xn)} images cannot form n_clusters={self.n_clusters} clusters")
         p = self.pretrained
@@ -280,16 +209,16 @@ class _KLClustering(ClusterMixin, TransformerMixin, BaseEstimator):
                     sse += float(((rec.double() - xb.double()) ** 2).sum())
                 else:
                     z = net(xb)
-                qs.append(_log_soft_assignment(z, centers, float(self.alpha)).exp())
+                qs.append(log_soft_assignment(z, centers, float(self.alpha)).exp())
         net.train()
         return torch.cat(qs), sse
 
     def _loss(self, net: nn.Module, xb: torch.Tensor, pb: torch.Tensor, centers: torch.Tensor):
         if self._keep_decoder:
             z, rec = net(xb)
-            q = _log_soft_assignment(z, centers, float(self.alpha)).exp()
+            q = log_soft_assignment(z, centers, float(self.alpha)).exp()
             return joint_loss(xb, rec, pb, q, float(self.gamma))[0]
-        q = _log_soft_assignment(net(xb), centers, float(self.alpha)).exp()
+        q = log_soft_assignment(net(xb), centers, float(self.alpha)).exp()
         return kl_divergence(pb, q)
 
     def _fit(self, Xn: np.ndarray) -> None:
@@ -300,7 +229,7 @@ class _KLClustering(ClusterMixin, TransformerMixin, BaseEstimator):
         max_iter = int(self.max_iter)
 
         # ---- initialisation: k-means on the pretrained embedding (DEC Sec. 3.2)
-        Z0 = encode(cae, Xn)
+        Z0 = self._encode(cae, Xn)
         km = KMeans(int(self.n_clusters), n_init=int(self.kmeans_n_init), random_state=self.seed)
         km.fit(Z0)
         self.init_labels_ = km.labels_.astype(np.int64)
@@ -384,7 +313,7 @@ class _KLClustering(ClusterMixin, TransformerMixin, BaseEstimator):
             log.warning("%s stopped at max_iter=%d before reaching tol", self._name, max_iter)
 
 
-# --------------------------------------------------------------------------- the three heads
+# --------------------------------------------------------------------------- the heads
 
 
 class DEC(_KLClustering):
@@ -444,7 +373,7 @@ class DEC(_KLClustering):
         at the stop): ``iteration``; ``changed`` (fraction of labels that changed since the
         previous update, the k-means labels for the first); ``kl`` (``KL(P || Q)`` on the whole
         training set with the freshly computed ``P``); ``loss`` (mean minibatch loss of the
-        iterations since the previous update, NaN for the first); for DCEC/IDEC also
+        iterations since the previous update, NaN for the first); for DCEC also
         ``reconstruction`` (per-pixel MSE on the whole training set).
     kl_ : float -- ``history_["kl"][-1]``, the "KL div" of Tables 3.5-3.6.
     n_iter_ : int -- optimiser iterations run.
@@ -469,7 +398,8 @@ class DCEC(_KLClustering):
     ----------
     gamma : float, default 0.01
         Weight of the clustering loss: 0.01 is the thesis' (Sec. 2.3.3); Guo et al. use 0.1
-        (that value is :class:`IDEC`'s default here).
+        in both DCEC and IDEC (Guo, Gao, Liu and Yin, IJCAI 2017), so ``DCEC(gamma=0.1)`` is
+        IDEC on the thesis' CAE (same objective, schedule and stopping rule).
     others
         As :class:`DEC` (same defaults and sources).
 
@@ -482,9 +412,11 @@ class DCEC(_KLClustering):
 
     _keep_decoder = True
     _name = "DCEC"
+    _constraints = {**_KLClustering._constraints, "gamma": Real(0)}
 
     def __init__(
         self,
+        *,
         n_clusters: int = 3,
         pretrained: CAE | CAEEmbedding | None = None,
         gamma: float = 0.01,
@@ -514,47 +446,9 @@ class DCEC(_KLClustering):
     def reconstruct(self, X: Any) -> np.ndarray:
         """Reconstructions by the fine-tuned CAE, shaped like ``X`` (Fig. 3.8)."""
         check_is_fitted(self, "autoencoder_")
-        rec = reconstruct_with(self.autoencoder_, as_images(X))
-        return rec[:, 0] if np.ndim(X) == 3 else rec
+        return self._reconstruct_like(self.autoencoder_, X)
 
     def reconstruction_mse(self, X: Any) -> float:
         """Per-pixel MSE of the fine-tuned CAE on ``X`` (the "MSE error" of Table 3.5)."""
         check_is_fitted(self, "autoencoder_")
-        return _reconstruction_mse(self.autoencoder_, as_images(X))
-
-
-class IDEC(DCEC):
-    """IDEC (Guo, Gao, Liu and Yin, IJCAI 2017) on the thesis' CAE: :class:`DCEC` with
-    ``gamma = 0.1``.
-
-    IDEC and DCEC have the same objective ``L_r + gamma KL(P || Q)``, the same schedule and the
-    same stopping rule; Guo et al. pair IDEC with a dense autoencoder and DCEC with a
-    convolutional one. Both run on the thesis' CAE here, so the only difference between the
-    two classes is the default ``gamma``: 0.1, the value of the IDEC and DCEC papers and of
-    their reference code, against the thesis' 0.01 for :class:`DCEC`.
-    """
-
-    _name = "IDEC"
-
-    def __init__(
-        self,
-        n_clusters: int = 3,
-        pretrained: CAE | CAEEmbedding | None = None,
-        gamma: float = 0.1,
-        update_interval: int = 140,
-        tol: float = 1e-3,
-        max_iter: int = 20000,
-        batch_size: int = 256,
-        lr: float = 1e-3,
-        alpha: float = 1.0,
-        kmeans_n_init: int = 20,
-        seed: int = 0,
-        device: str = "cpu",
-        verbose: bool = False,
-    ) -> None:
-        super().__init__(
-            n_clusters=n_clusters, pretrained=pretrained, gamma=gamma,
-            update_interval=update_interval, tol=tol, max_iter=max_iter,
-            batch_size=batch_size, lr=lr, alpha=alpha, kmeans_n_init=kmeans_n_init,
-            seed=seed, device=device, verbose=verbose,
-        )  # fmt: skip
+        return self._reconstruction_mse(self.autoencoder_, as_images(X))

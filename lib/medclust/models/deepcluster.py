@@ -8,10 +8,11 @@ Joulin and Douze, "Deep clustering for unsupervised learning of visual features"
 1. *Features* (Xie et al. Sec. 2, Caron et al. Sec. 3.2): every training volume goes through the
    feature network ``f_theta`` (:class:`~medclust.models.unet3d.UNet3D`, or the baseline
    :class:`~medclust.models.unet3d.Encoder3D`) in eval mode without gradients; the features are
-   averaged inside the lung mask (:func:`masked_average_pool`).
+   averaged inside the lung mask (:func:`~medclust.models.pooling.masked_average_pool`).
 2. *Preprocessing* (Caron et al. Sec. 3.2 / Sec. 4 "we PCA-reduce to 256 dimensions, whiten and
    l2-normalise"; Xie et al. "scaled and PCA-reduced"): standard scaling, PCA to ``pca_dim``
-   components with whitening, L2 normalisation of each row.
+   components with whitening, L2 normalisation of each row
+   (:func:`~medclust.models.pooling.preprocess_features`).
 3. *k-means* (scikit-learn, a new seed every epoch as Caron et al.'s code does) gives the
    pseudo-labels ``y_n``. Empty clusters are repaired as Caron et al. Sec. 3.3 "Empty clusters"
    (:func:`repair_empty_clusters`).
@@ -24,12 +25,9 @@ Joulin and Douze, "Deep clustering for unsupervised learning of visual features"
    uniformly over the pseudo-labels (Caron et al. Sec. 3.3 "Trivial parametrization";
    :func:`uniform_label_sample`).
 
-Dense clustering activation maps (Xie et al. Sec. 2): ``g_W`` applied at every voxel of the dense
-features, skipping the pooling. ``g_W`` is linear and the pooling is a weighted average, so the
-mask-average of a dCAM *is* the head's logits on the pooled features. For the baseline encoder
-the dCAM is upsampled trilinearly to the input size, and the pooling at its low resolution uses
-the mask weights of the transposed trilinear interpolation (``mode="trilinear"`` of
-:func:`masked_average_pool`), which keeps the identity exact there too.
+Dense clustering activation maps (Xie et al. Sec. 2) are ``g_W`` applied at every voxel of the
+dense features (:meth:`~medclust.models.dcam.PooledNetwork.dcam`); their mask-average is the
+head's logits on the pooled features (:mod:`medclust.models.dcam`).
 
 :class:`SupervisedPooledClassifier` is the same network and pooled head trained on true labels:
 the supervised reference of Xie et al. Sec. 3 (45 % accuracy; Humphries et al., Radiology 2020).
@@ -40,154 +38,50 @@ the defaults say where they come from.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.base import ClusterMixin
 from sklearn.cluster import KMeans
-from sklearn.decomposition import PCA
-from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
 from medclust.metrics import nmi
 from medclust.models.common import torch_numerics
-from medclust.models.unet3d import Encoder3D, UNet3D, matched_encoder_filters
-from medclust.runtime import select_device
+from medclust.models.dcam import INFER_VOLUMES, PooledNetwork, as_masks, as_volumes, digest
+from medclust.models.pooling import (
+    l2_normalise,
+    masked_average_pool,
+    preprocess_features,
+    resize_mask,
+)
+from medclust.validation import Int, Options
+
+__all__ = [
+    "INFER_VOLUMES",
+    "DeepCluster",
+    "SupervisedPooledClassifier",
+    "as_masks",
+    "as_volumes",
+    "masked_average_pool",
+    "preprocess_features",
+    "repair_empty_clusters",
+    "resize_mask",
+    "uniform_label_sample",
+]
 
 log = logging.getLogger(__name__)
 
-#: Volumes per forward pass in inference (feature extraction, predict, dCAMs): the 3D
-#: counterpart of ``common.INFER_BATCH``.
-INFER_VOLUMES = 4
-
-_NETWORKS = ("unet", "encoder")
-_POOL_MODES = ("area", "nearest", "trilinear")
 #: Relative size of the centroid perturbation of the empty-cluster repair (Caron et al.'s code
 #: relies on faiss, which perturbs by 1/1024).
 _SPLIT_EPS = 1.0 / 1024
 
 
-# --------------------------------------------------------------------------- pooling
-
-
-def _linear_interp_matrix(n_out: int, n_in: int, dtype, device) -> torch.Tensor:
-    """``(n_out, n_in)`` matrix of 1D linear interpolation from ``n_in`` to ``n_out`` samples,
-    exactly the weights of ``F.interpolate(mode="linear", align_corners=False)`` (rows sum
-    to 1). Trilinear interpolation is the product of these along the three axes."""
-    eye = torch.eye(n_in, dtype=dtype, device=device)[:, None, :]  # n_in signals of length n_in
-    return F.interpolate(eye, size=n_out, mode="linear", align_corners=False)[:, 0, :].T
-
-
-def resize_mask(mask: torch.Tensor, size: tuple[int, ...], mode: str = "area") -> torch.Tensor:
-    """Mask weights ``(N, 1, *size)`` at a feature resolution ``size``, from ``mask``
-    ``(N, 1, *full)`` (1-3 spatial axes).
-
-    * ``"area"``: fraction of each feature cell covered by the mask (adaptive average pooling);
-    * ``"nearest"``: nearest-neighbour resampling (binary, may lose small masks);
-    * ``"trilinear"``: the transpose of (multi)linear upsampling from ``size`` to ``full``
-      (``align_corners=False``). With these weights the pooled features equal the mask-average
-      of the features upsampled trilinearly to the mask's grid, so a dCAM upsampled that way
-      averages to the head's logits exactly. The weights sum to the mask's voxel count.
-
-    The mask is returned unchanged when ``size`` is already its size.
-    """
-    if mode not in _POOL_MODES:
-        raise ValueError(f"mode must be one of {_POOL_MODES}, got {mode!r}")
-    full = tuple(mask.shape[2:])
-    size = tuple(int(s) for s in size)
-    if full == size:
-        return mask
-    if mode == "nearest":
-        return F.interpolate(mask, size=size, mode="nearest")
-    if mode == "area":
-        pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}
-        return pool[len(size)](mask, size)
-    weights = mask
-    for axis, (n_full, n_low) in enumerate(zip(full, size, strict=True)):
-        u = _linear_interp_matrix(n_full, n_low, mask.dtype, mask.device)  # (n_full, n_low)
-        weights = torch.movedim(torch.movedim(weights, axis + 2, -1) @ u, -1, axis + 2)
-    return weights
-
-
-def masked_average_pool(features: Any, mask: Any, mode: str = "area") -> Any:
-    """Average of ``features`` ``(N, C, *spatial)`` over the voxels inside ``mask``
-    (``(N, 1, *full)`` or ``(N, *full)``), ``-> (N, C)``; the lung-wise pooling of Xie et al.,
-    Sec. 2 ("average-pool dense features within the lungs").
-
-    Nonzero mask voxels are inside; voxels outside do not contribute. When the mask is on a
-    finer grid than the features it is resized by :func:`resize_mask` (``mode``). A mask that
-    is empty (at the feature resolution) is a ``ValueError`` naming the sample. Torch tensors in
-    give a (differentiable) tensor out, NumPy arrays in a NumPy array.
-    """
-    as_numpy = not torch.is_tensor(features)
-    f = torch.as_tensor(np.asarray(features)) if as_numpy else features
-    m = torch.as_tensor(np.asarray(mask)) if not torch.is_tensor(mask) else mask
-    if f.ndim < 3:
-        raise ValueError(f"features must have shape (N, C, *spatial), got {tuple(f.shape)}")
-    if m.ndim == f.ndim - 1:
-        m = m[:, None]
-    if m.ndim != f.ndim or m.shape[0] != f.shape[0] or m.shape[1] != 1:
-        raise ValueError(
-            f"mask must have shape (N, 1, *spatial) or (N, *spatial) with N = {f.shape[0]}, "
-            f"got {tuple(m.shape)}"
-        )
-    dtype = f.dtype if f.is_floating_point() else torch.float32
-    m = (m != 0).to(dtype=dtype, device=f.device)
-    if not m.flatten(1).any(1).all():
-        bad = (~m.flatten(1).any(1)).nonzero().flatten().tolist()
-        raise ValueError(f"mask of sample(s) {bad} is empty")
-    w = resize_mask(m, f.shape[2:], mode)[:, 0]
-    total = w.flatten(1).sum(1)
-    if not bool((total > 0).all()):
-        bad = (total <= 0).nonzero().flatten().tolist()
-        raise ValueError(
-            f"mask of sample(s) {bad} is empty at the feature resolution {tuple(f.shape[2:])} "
-            f"(mode={mode!r}; 'area' or 'trilinear' keep small masks)"
-        )
-    pooled = torch.einsum("nc...,n...->nc", f.to(dtype), w) / total[:, None]
-    return pooled.numpy() if as_numpy else pooled
-
-
 # --------------------------------------------------------------------------- DeepCluster steps
-
-
-def preprocess_features(
-    features: np.ndarray, pca_dim: int | None, seed: int = 0
-) -> tuple[np.ndarray, StandardScaler, PCA]:
-    """Caron et al. Sec. 3.2/4: standard scaling, PCA with whitening to ``pca_dim`` components
-    (``None``: all), L2 normalisation of each row. Returns ``(Z, scaler, pca)``.
-
-    ``pca_dim`` is capped at ``min(n_samples, n_features)``, and components whose variance is
-    below ``1e-6`` of the largest are dropped, so whitening never divides by ~0 (a random
-    network's pooled features are strongly correlated).
-    """
-    X = np.asarray(features, dtype=np.float64)
-    if not np.all(np.isfinite(X)):
-        raise RuntimeError("the pooled features contain NaN or inf (training diverged? lower lr)")
-    scaler = StandardScaler().fit(X)
-    Xs = scaler.transform(X)
-    cap = min(X.shape)
-    k = cap if pca_dim is None else min(int(pca_dim), cap)
-    pca = PCA(n_components=k, whiten=True, svd_solver="full", random_state=seed).fit(Xs)
-    if not pca.explained_variance_[0] > 0:
-        raise RuntimeError("the pooled features are identical for every volume (collapsed network)")
-    keep = int(np.count_nonzero(pca.explained_variance_ > 1e-6 * pca.explained_variance_[0]))
-    if keep < k:
-        log.info("PCA: %d of %d components have ~0 variance; keeping %d", k - keep, k, keep)
-        pca = PCA(n_components=keep, whiten=True, svd_solver="full", random_state=seed).fit(Xs)
-    return _l2_normalise(pca.transform(Xs)), scaler, pca
-
-
-def _l2_normalise(Z: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(Z, axis=1, keepdims=True)
-    return Z / np.maximum(norms, np.finfo(Z.dtype).tiny)
 
 
 def repair_empty_clusters(
@@ -266,277 +160,10 @@ def uniform_label_sample(
     return rng.permutation(np.concatenate(draws)).astype(np.int64)
 
 
-# --------------------------------------------------------------------------- input checks
-
-
-def as_volumes(volumes: Any, name: str = "volumes") -> np.ndarray:
-    """``(N, D, H, W)`` float32 (from such an array, ``(N, 1, D, H, W)`` or a list of equal-size
-    3D arrays); ``ValueError`` on other shapes or non-finite values."""
-    if isinstance(volumes, list | tuple):
-        shapes = {np.shape(v) for v in volumes}
-        if len(shapes) > 1:
-            raise ValueError(f"{name} must all have the same shape, got {sorted(shapes)}")
-    arr = np.asarray(volumes, dtype=np.float32)
-    if arr.ndim == 5 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 4:
-        raise ValueError(f"{name} must have shape (N, D, H, W), got {np.shape(volumes)}")
-    if len(arr) == 0:
-        raise ValueError(f"{name} is empty")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contain NaN or infinite values")
-    return np.ascontiguousarray(arr)
-
-
-def as_masks(masks: Any, shape: tuple[int, ...], name: str = "masks") -> np.ndarray:
-    """Binary float32 masks ``(N, D, H, W)`` matching ``shape`` (``None``: every voxel);
-    ``ValueError`` naming the first empty mask."""
-    if masks is None:
-        return np.ones(shape, np.float32)
-    arr = np.asarray(masks)
-    if arr.ndim == 5 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.shape != tuple(shape):
-        raise ValueError(f"{name} must have the volumes' shape {tuple(shape)}, got {arr.shape}")
-    arr = arr != 0
-    empty = np.flatnonzero(~arr.reshape(len(arr), -1).any(1))
-    if empty.size:
-        more = f" ({empty.size} empty masks: {empty.tolist()})" if empty.size > 1 else ""
-        raise ValueError(f"{name}[{empty[0]}] is empty{more}")
-    return arr.astype(np.float32)
-
-
-def _check_int(obj: Any, name: str, minimum: int, allow_none: bool = False) -> None:
-    v = getattr(obj, name)
-    if allow_none and v is None:
-        return
-    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < minimum:
-        none = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be an integer >= {minimum}{none}, got {v!r}")
-
-
-def _check_number(obj: Any, name: str, lo: float, hi: float, hi_open: bool = False) -> None:
-    v = getattr(obj, name)
-    ok = isinstance(v, int | float | np.number) and not isinstance(v, bool) and np.isfinite(v)
-    if not ok or not lo <= float(v) <= hi or (hi_open and float(v) == hi):
-        bracket = ")" if hi_open else "]"
-        raise ValueError(f"{name} must be a number in [{lo}, {hi}{bracket}, got {v!r}")
-
-
-def _digest(module: nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, t in module.state_dict().items():
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-# --------------------------------------------------------------------------- shared estimator
-
-
-class _PooledNetwork(BaseEstimator):
-    """Network + lung-pooled 1x1x1 head: what :class:`DeepCluster` and
-    :class:`SupervisedPooledClassifier` share (building, training epochs, inference, dCAMs)."""
-
-    # ----------------------------------------------------------------- inference API
-
-    def dense_features(self, volumes: Any) -> np.ndarray:
-        """Output of the feature network, ``(N, C, d, h, w)`` float32: the dense features
-        (input size) for the U-Net, the low-resolution features for the encoder."""
-        check_is_fitted(self, "network_")
-        X = as_volumes(volumes)
-        self._check_size(X.shape)
-        return self._map(X, None, lambda f, m: f)
-
-    def pooled_features(self, volumes: Any, masks: Any = None) -> np.ndarray:
-        """Raw lung-pooled features ``pool(f(x))``, ``(N, C)`` float32."""
-        check_is_fitted(self, "network_")
-        X = as_volumes(volumes)
-        self._check_size(X.shape)
-        return self._pooled_features(X, as_masks(masks, X.shape))
-
-    def decision_function(self, volumes: Any, masks: Any = None) -> np.ndarray:
-        """Logits ``g_W(pool(f(x)))``, ``(N, K)`` float32 (``masks=None``: whole volume)."""
-        check_is_fitted(self, "network_")
-        X = as_volumes(volumes)
-        self._check_size(X.shape)
-        M = as_masks(masks, X.shape)
-        return self._map(X, M, lambda f, m: self._head_logits(self._pool(f, m)))
-
-    def predict(self, volumes: Any, masks: Any = None) -> np.ndarray:
-        """Class of the largest logit of the head on the pooled features."""
-        return self._label_values(self.decision_function(volumes, masks).argmax(1))
-
-    def dcam(self, volumes: Any, masks: Any = None) -> np.ndarray:
-        """Dense clustering activation maps (Xie et al., Sec. 2): the head ``g_W`` applied at
-        every voxel of the dense features, without pooling, ``(N, K, D, H, W)`` float32.
-
-        For the encoder the maps are computed at its low resolution and upsampled trilinearly
-        (``align_corners=False``) to the input size. With ``masks`` the voxels outside are set
-        to NaN (transparent in overlays); the mean over the voxels inside then equals
-        :meth:`decision_function` (up to float rounding), because ``g_W`` is linear and the
-        pooling is a weighted mean.
-        """
-        check_is_fitted(self, "network_")
-        X = as_volumes(volumes)
-        self._check_size(X.shape)
-        M = None if masks is None else as_masks(masks, X.shape)
-
-        def maps(f: torch.Tensor, _m) -> torch.Tensor:
-            out = self.head_(f)
-            if out.shape[2:] != X.shape[1:]:
-                out = F.interpolate(out, size=X.shape[1:], mode="trilinear", align_corners=False)
-            return out
-
-        out = self._map(X, None, maps)
-        if M is not None:
-            out[np.broadcast_to(M[:, None] == 0, out.shape)] = np.nan
-        return out
-
-    # ----------------------------------------------------------------- internals
-
-    def _label_values(self, idx: np.ndarray) -> np.ndarray:
-        return idx.astype(np.int64)
-
-    def _validate_common(self) -> None:
-        if self.network not in _NETWORKS:
-            raise ValueError(f"network must be one of {_NETWORKS}, got {self.network!r}")
-        for name in ("base_filters", "epochs", "batch_size"):
-            _check_int(self, name, 1)
-        _check_int(self, "seed", 0)
-        _check_int(self, "iters_per_epoch", 1, allow_none=True)
-        _check_number(self, "lr", 0.0, np.inf)
-        if not float(self.lr) > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr!r}")
-        _check_number(self, "momentum", 0.0, 1.0, hi_open=True)
-        _check_number(self, "weight_decay", 0.0, np.inf)
-        if not isinstance(self.verbose, bool | np.bool_):
-            raise ValueError(f"verbose must be a bool, got {self.verbose!r}")
-
-    def _new_network(self) -> nn.Module:
-        # forked RNG: seeding must not disturb the caller's torch random stream; built on the
-        # CPU so the initial weights do not depend on the device
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(self.seed))
-            if self.network == "unet":
-                net = UNet3D(1, int(self.base_filters), levels=3)
-            else:
-                net = Encoder3D(1, matched_encoder_filters(int(self.base_filters)), levels=4)
-        return self._to_device(net)
-
-    def _to_device(self, module: nn.Module) -> nn.Module:
-        module = module.to(self.device_)
-        if self.device_.type == "cpu":
-            # oneDNN's 3D convolutions are about twice as fast channels-last on the CPU
-            module = module.to(memory_format=torch.channels_last_3d)
-        return module
-
-    def _batch(self, arr: np.ndarray, idx) -> torch.Tensor:
-        t = torch.from_numpy(arr[idx])[:, None].to(self.device_)
-        if self.device_.type == "cpu":
-            t = t.contiguous(memory_format=torch.channels_last_3d)
-        return t
-
-    def _check_size(self, shape: tuple[int, ...]) -> None:
-        levels = 3 if self.network == "unet" else 4
-        if min(shape[1:]) < 2**levels:
-            raise ValueError(
-                f"volumes must be at least {2**levels} voxels along every axis for the "
-                f"{self.network!r} network ({levels} poolings), got {tuple(shape[1:])}"
-            )
-
-    @staticmethod
-    def _pool(f: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        # "trilinear": the low-resolution encoder features are pooled as their trilinear
-        # upsampling would be, so the dCAM identity holds for the baseline too
-        return masked_average_pool(f, m, mode="trilinear")
-
-    def _head_logits(self, pooled: torch.Tensor) -> torch.Tensor:
-        """The 1x1x1 convolution ``g_W`` on a pooled ``(N, C)`` vector (a one-voxel map)."""
-        return self.head_(pooled[:, :, None, None, None]).flatten(1)
-
-    def _map(self, X: np.ndarray, M: np.ndarray | None, fn) -> np.ndarray:
-        """``fn(features, mask)`` over batches of ``INFER_VOLUMES``, network in eval mode."""
-        net = self.network_
-        was_training = net.training
-        net.eval()
-        out = []
-        try:
-            with torch.no_grad(), torch_numerics():
-                for a in range(0, len(X), INFER_VOLUMES):
-                    idx = slice(a, a + INFER_VOLUMES)
-                    m = None if M is None else self._batch(M, idx)
-                    res = fn(net(self._batch(X, idx)), m)
-                    out.append(res.float().cpu().contiguous().numpy())
-        finally:
-            net.train(was_training)
-        return np.concatenate(out)
-
-    def _pooled_features(self, X: np.ndarray, M: np.ndarray) -> np.ndarray:
-        return self._map(X, M, lambda f, m: self._pool(f, m))
-
-    def _train_epoch(
-        self,
-        X: np.ndarray,
-        M: np.ndarray,
-        targets: np.ndarray,
-        order: np.ndarray,
-        optimisers: list[torch.optim.Optimizer],
-    ) -> tuple[float, float]:
-        """One pass over ``order`` in minibatches: cross-entropy of the pooled head's logits
-        (Xie et al. Sec. 2). Returns the mean loss and the fraction of correct argmaxes."""
-        net, head = self.network_, self.head_
-        net.train()
-        head.train()
-        y_all = torch.from_numpy(targets.astype(np.int64))
-        bs = int(self.batch_size)
-        loss_sum, correct = 0.0, 0
-        for a in range(0, len(order), bs):
-            idx = order[a : a + bs]
-            x, m = self._batch(X, idx), self._batch(M, idx)
-            y = y_all[idx].to(self.device_)
-            logits = self._head_logits(self._pool(net(x), m))
-            loss = F.cross_entropy(logits, y)
-            for opt in optimisers:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in optimisers:
-                opt.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += int((logits.detach().argmax(1) == y).sum())
-        net.eval()
-        head.eval()
-        return loss_sum / max(len(order), 1), correct / max(len(order), 1)
-
-    def _network_optimiser(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(
-            self.network_.parameters(),
-            lr=float(self.lr),
-            momentum=float(self.momentum),
-            weight_decay=float(self.weight_decay),
-        )
-
-    def _n_draws(self, n: int) -> int:
-        return n if self.iters_per_epoch is None else int(self.iters_per_epoch) * self.batch_size
-
-    def _prepare(self, volumes: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
-        self._validate()
-        X = as_volumes(volumes)
-        self._check_size(X.shape)
-        M = as_masks(masks, X.shape)
-        return X, M
-
-    def _start(self, X: np.ndarray) -> None:
-        self.device_ = select_device(self.device)
-        self.input_shape_ = tuple(X.shape[1:])
-        self.network_ = self._new_network()
-        self.n_features_out_ = int(self.network_.out_channels)
-
-
 # --------------------------------------------------------------------------- DeepCluster
 
 
-class DeepCluster(ClusterMixin, _PooledNetwork):
+class DeepCluster(ClusterMixin, PooledNetwork):
     """DeepCluster (Caron et al. 2018) with a 3D U-Net and lung-pooled features, as Xie et al.
     (Sec. 2) use it for emphysema subtyping; see the module docstring for the epoch.
 
@@ -613,8 +240,16 @@ class DeepCluster(ClusterMixin, _PooledNetwork):
     device_ : torch.device
     """
 
+    _constraints = {
+        **PooledNetwork._constraints,
+        "n_clusters": Int(2),
+        "pca_dim": Int(1, allow_none=True),
+        "kmeans_n_init": Int(1),
+    }
+
     def __init__(
         self,
+        *,
         n_clusters: int = 6,
         network: str = "unet",
         base_filters: int = 8,
@@ -668,24 +303,17 @@ class DeepCluster(ClusterMixin, _PooledNetwork):
         L2-normalised): ``(N, pca_dim_)`` float64. The network is the final one, so for the
         training set this is one training epoch later than the k-means of ``labels_``."""
         check_is_fitted(self, "pca_")
-        X = as_volumes(volumes)
-        self._check_size(X.shape)
+        X = self._inference_input(volumes)
         pooled = self._pooled_features(X, as_masks(masks, X.shape))
-        return _l2_normalise(self.pca_.transform(self.scaler_.transform(pooled.astype(float))))
+        return l2_normalise(self.pca_.transform(self.scaler_.transform(pooled.astype(float))))
 
     # ----------------------------------------------------------------- internals
-
-    def _validate(self) -> None:
-        self._validate_common()
-        _check_int(self, "n_clusters", 2)
-        _check_int(self, "pca_dim", 1, allow_none=True)
-        _check_int(self, "kmeans_n_init", 1)
 
     def _new_head(self, rng: np.random.Generator) -> nn.Conv3d:
         """``g_W`` re-initialised as the top layer of Caron et al.'s code: N(0, 0.01^2)
         weights, zero bias, from a generator seeded by ``(seed, epoch)``."""
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]):  # its default init is overwritten below
             head = nn.Conv3d(self.n_features_out_, int(self.n_clusters), 1, bias=True)
         with torch.no_grad():
             head.weight.copy_(torch.randn(head.weight.shape, generator=gen) * 0.01)
@@ -720,7 +348,7 @@ class DeepCluster(ClusterMixin, _PooledNetwork):
             labels, scaler, pca, km, n_rep, rng = self._cluster(pooled, epoch)
             # 4: a fresh head every epoch, with its own optimiser (no momentum to carry over)
             self.head_ = self._new_head(rng)
-            init_digest = _digest(self.head_)
+            init_digest = digest(self.head_)
             opt_head = torch.optim.SGD(
                 self.head_.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay)
             )
@@ -739,7 +367,7 @@ class DeepCluster(ClusterMixin, _PooledNetwork):
             hist["n_repaired"].append(n_rep)
             hist["pca_dim"].append(int(pca.n_components_))
             hist["head_init_digest"].append(init_digest)
-            hist["head_final_digest"].append(_digest(self.head_))
+            hist["head_final_digest"].append(digest(self.head_))
             hist["seconds"].append(time.perf_counter() - start)
             previous = labels
             bar.set_postfix(loss=f"{loss:.3f}", nmi=f"{hist['nmi_prev'][-1]:.3f}")
@@ -761,7 +389,7 @@ class DeepCluster(ClusterMixin, _PooledNetwork):
 # --------------------------------------------------------------------------- supervised
 
 
-class SupervisedPooledClassifier(_PooledNetwork):
+class SupervisedPooledClassifier(PooledNetwork):
     """The supervised reference of Xie et al. Sec. 3 (45 % accuracy, Humphries et al. 2020):
     the same feature network and lung-pooled 1x1x1 head as :class:`DeepCluster`, trained on
     the true labels with cross-entropy (one head for the whole fit, one SGD with momentum for
@@ -788,8 +416,11 @@ class SupervisedPooledClassifier(_PooledNetwork):
     cross-entropy and fraction of correct training draws), input_shape_, device_.
     """
 
+    _constraints = {**PooledNetwork._constraints, "balanced": Options(bool)}
+
     def __init__(
         self,
+        *,
         network: str = "unet",
         base_filters: int = 8,
         epochs: int = 20,
@@ -827,8 +458,7 @@ class SupervisedPooledClassifier(_PooledNetwork):
             raise ValueError(f"y must contain at least two classes, got {self.classes_.tolist()}")
         self._start(X)
         with torch_numerics():
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(int(self.seed) + 1)
+            with self._seeded(1):
                 head = nn.Conv3d(self.n_features_out_, self.classes_.size, 1, bias=True)
             self.head_ = head.to(self.device_)
             opt = torch.optim.SGD(
@@ -861,11 +491,6 @@ class SupervisedPooledClassifier(_PooledNetwork):
     def score(self, volumes: Any, masks: Any, y: Any) -> float:
         """Accuracy of :meth:`predict` against ``y``."""
         return float(np.mean(self.predict(volumes, masks) == np.asarray(y)))
-
-    def _validate(self) -> None:
-        self._validate_common()
-        if not isinstance(self.balanced, bool | np.bool_):
-            raise ValueError(f"balanced must be a bool, got {self.balanced!r}")
 
     def _label_values(self, idx: np.ndarray) -> np.ndarray:
         return self.classes_[idx]

@@ -35,6 +35,8 @@ Pieces, with the defaults of JULE's paper and official Torch code (``train.lua``
 
 Inputs are cubes ``(n, w, w, w)``; :meth:`JULE.fit` centralises them with the mean and standard
 deviation of all training patches (Moriya Sec. 2.3) and :meth:`JULE.transform` reuses those.
+The forward pass (affinities, initial clusters, merging) lives in
+:mod:`medclust.models.jule_agglomerative`; its names are importable from here too.
 """
 
 from __future__ import annotations
@@ -42,19 +44,19 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
-from scipy.sparse.csgraph import connected_components
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
-from sklearn.neighbors import NearestNeighbors
+from sklearn.base import ClusterMixin, TransformerMixin
 from torch import nn
 from tqdm.auto import tqdm
 
+from medclust.models.base import BASE_CONSTRAINTS, TorchEstimator
 from medclust.models.common import torch_numerics
-from medclust.runtime import seed_everything, select_device
+from medclust.models.jule_agglomerative import GDLMerger, initial_clusters, knn_affinity
+from medclust.validation import Int, Options, Real
 
 log = logging.getLogger(__name__)
 
@@ -120,145 +122,6 @@ class JULENet(nn.Module):
         return nn.functional.normalize(self.head(self.features(x)), dim=1)
 
 
-# --------------------------------------------------------------------------- affinities
-
-
-def knn_affinity(X: np.ndarray, k_s: int = 20) -> tuple[sp.csr_matrix, np.ndarray]:
-    """Sparse K_s-NN affinity ``W`` (n x n, row i holds i's neighbours) and the neighbour
-    indices ``(n, k_s)`` sorted by distance (JULE Sec. 3.3)."""
-    X = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
-    n = len(X)
-    k = min(int(k_s), n - 1)
-    if k < 1:
-        raise ValueError(f"need at least 2 samples for a neighbour graph, got {n}")
-    dist, idx = NearestNeighbors(n_neighbors=k + 1).fit(X).kneighbors(X)
-    # drop each sample itself (ties with duplicates may put it second: remove by identity)
-    not_self = idx != np.arange(n)[:, None]
-    keep = np.cumsum(not_self, axis=1) <= k
-    sel = not_self & keep
-    idx = idx[sel].reshape(n, k)
-    d2 = dist[sel].reshape(n, k) ** 2
-    sigma2 = float(d2.mean())
-    weights = np.exp(-d2 / sigma2) if sigma2 > 0 else np.ones_like(d2)
-    W = sp.csr_matrix((weights.ravel(), (np.repeat(np.arange(n), k), idx.ravel())), shape=(n, n))
-    return W, idx
-
-
-def initial_clusters(neighbours: np.ndarray) -> np.ndarray:
-    """Labels from linking every sample to its nearest neighbour (components of the 1-NN
-    graph), the initialisation of JULE's agglomerative clustering."""
-    nn1 = np.asarray(neighbours)[:, 0]
-    n = len(nn1)
-    graph = sp.csr_matrix((np.ones(n), (np.arange(n), nn1)), shape=(n, n))
-    _, labels = connected_components(graph, directed=True, connection="weak")
-    return labels.astype(np.int64)
-
-
-def _in_out(W: sp.csr_matrix, Wt: sp.csr_matrix, members: np.ndarray) -> np.ndarray:
-    """``in_C(x) * out_C(x)`` for all x: ``sum_{a in C} W[a, x] * sum_{c in C} W[x, c]``."""
-    w_in = np.asarray(W[members].sum(axis=0)).ravel()
-    w_out = np.asarray(Wt[members].sum(axis=0)).ravel()
-    return w_in * w_out
-
-
-class GDLMerger:
-    """Agglomerative clustering by graph degree linkage with JULE's merging criterion.
-
-    ``D[i, j] = 1^T W_ij W_ji 1`` (paths i -> j -> i through cluster j) is kept dense over the
-    current clusters and updated exactly after each merge: ``D[:, m] = D[:, a] + D[:, b]`` and
-    ``D[m, :]`` from the in/out degrees of the merged cluster. The symmetric affinity is
-    ``A[i, j] = D[i, j] / |C_i|^2 + D[j, i] / |C_j|^2``. Each cluster's ``k_c`` best neighbours
-    are cached and recomputed only for the columns a merge touches.
-    """
-
-    def __init__(self, W: sp.csr_matrix, labels: np.ndarray, k_c: int = 5, lam: float = 1.0):
-        self.W = W.tocsr()
-        self.Wt = W.T.tocsr()
-        self.labels = np.unique(np.asarray(labels), return_inverse=True)[1].astype(np.int64)
-        self.k_c, self.lam = int(k_c), float(lam)
-        n, nc = len(self.labels), int(self.labels.max()) + 1
-        Y = sp.csr_matrix((np.ones(n), (np.arange(n), self.labels)), shape=(n, nc))
-        P = (self.Wt @ Y).tocsr()  # P[x, i] = sum_{a in C_i} W[a, x]
-        Q = (self.W @ Y).tocsr()  # Q[x, i] = sum_{c in C_i} W[x, c]
-        self.D = ((P.multiply(Q)).T @ Y).toarray().astype(np.float64)
-        np.fill_diagonal(self.D, 0.0)
-        self.size = np.bincount(self.labels, minlength=nc).astype(np.float64)
-        self.active = np.ones(nc, dtype=bool)
-        self.A = self._affinity_all()
-        k = max(min(self.k_c, nc - 1), 1)
-        self.top_val = np.full((nc, k), -np.inf)
-        self.top_idx = np.zeros((nc, k), dtype=np.int64)
-        self._refresh_top(np.arange(nc))
-
-    @property
-    def n_clusters(self) -> int:
-        return int(self.active.sum())
-
-    def _affinity_all(self) -> np.ndarray:
-        inv = 1.0 / self.size**2
-        A = self.D * inv[:, None] + self.D.T * inv[None, :]
-        np.fill_diagonal(A, -np.inf)
-        return A
-
-    def _refresh_top(self, cols: np.ndarray) -> None:
-        k = min(self.k_c, len(self.A) - 1)
-        if len(cols) == 0 or k < 1:
-            return
-        sub = self.A[:, cols].T  # (len(cols), nc)
-        part = np.argpartition(-sub, k - 1, axis=1)[:, :k]
-        vals = np.take_along_axis(sub, part, axis=1)
-        order = np.argsort(-vals, axis=1, kind="stable")
-        self.top_idx[cols] = np.take_along_axis(part, order, axis=1)
-        self.top_val[cols] = np.take_along_axis(vals, order, axis=1)
-
-    def scores(self) -> np.ndarray:
-        """JULE's merging criterion per cluster (``-inf`` for merged-away clusters)."""
-        best = self.top_val[:, 0].copy()
-        k = self.top_val.shape[1]
-        if self.n_clusters > self.k_c and k > 1:
-            best += self.lam * (best[:, None] - self.top_val[:, 1:]).sum(axis=1) / (k - 1)
-        best[~self.active] = -np.inf
-        return best
-
-    def step(self) -> tuple[int, int]:
-        """One timestep: merge the chosen pair; returns ``(kept, removed)`` cluster ids."""
-        if self.n_clusters < 2:
-            raise ValueError("cannot merge: fewer than two clusters remain")
-        i = int(np.argmax(self.scores()))
-        j = int(self.top_idx[i, 0])
-        a, b = min(i, j), max(i, j)
-        members_b = self.labels == b
-        self.labels[members_b] = a
-        self.size[a] += self.size[b]
-        self.size[b] = 0.0
-        self.active[b] = False
-        self.D[:, a] += self.D[:, b]
-        members = np.flatnonzero(self.labels == a)
-        flow = _in_out(self.W, self.Wt, members)
-        self.D[a, :] = np.bincount(self.labels, weights=flow, minlength=len(self.D))
-        self.D[a, a] = 0.0
-        self.D[b, :] = 0.0
-        self.D[:, b] = 0.0
-        act = self.active
-        row = np.full(len(self.D), -np.inf)
-        row[act] = self.D[a, act] / self.size[a] ** 2 + self.D[act, a] / self.size[act] ** 2
-        row[a] = -np.inf
-        self.A[a, :] = row
-        self.A[:, a] = row
-        self.A[b, :] = -np.inf
-        self.A[:, b] = -np.inf
-        touched = (self.top_idx == a) | (self.top_idx == b)
-        dirty = touched.any(axis=1) | (row > self.top_val[:, -1])
-        dirty[a] = True
-        self._refresh_top(np.flatnonzero(dirty & act))
-        return a, b
-
-    def merge(self, n_steps: int) -> np.ndarray:
-        for _ in range(int(n_steps)):
-            self.step()
-        return np.unique(self.labels, return_inverse=True)[1]
-
-
 # --------------------------------------------------------------------------- loss
 
 
@@ -299,32 +162,50 @@ def triplet_loss(
 # --------------------------------------------------------------------------- estimator
 
 
-def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _positive_float(name: str, value: Any, lo: float = 0.0, hi: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    if not (lo <= float(value) <= hi):
-        raise ValueError(f"{name} must lie in [{lo}, {hi}], got {value!r}")
-    return float(value)
-
-
-class JULE(ClusterMixin, TransformerMixin, BaseEstimator):
+class JULE(ClusterMixin, TransformerMixin, TorchEstimator):
     """JULE recurrent clustering + 3D CNN training on cubic patches (module docstring).
 
     ``fit(X)`` with ``X`` ``(n, w, w, w)``. Fitted: ``labels_`` (the final agglomerative
-    clusters, ``n_clusters`` of them), ``network_``, ``mean_``/``std_`` (patch centralisation),
+    clusters, ``n_clusters`` of them), ``network_``, ``initial_network_`` (the untrained
+    weights), ``mean_``/``std_`` (patch centralisation), ``n_initial_clusters_``,
     ``n_timesteps_`` (merges), ``n_periods_`` (partially unrolled periods), ``history_`` (per
     period: clusters before/after, mean triplet loss). ``transform`` gives the L2-normalised
     ``embed_dim``-d features.
+
+    ``epochs_per_period`` is JULE's ``epoch_pp``: the epochs of one backward pass, not of the
+    whole fit (the number of periods follows from ``eta`` and the initial clusters). The
+    network's initial weights come from torch's RNG seeded with ``seed`` inside the fit (the
+    caller's RNG state is left as it was), the minibatch order and triplet negatives from a
+    ``torch.Generator`` seeded with ``seed``. ``verbose`` shows a progress bar over the periods.
     """
+
+    _constraints = {
+        **BASE_CONSTRAINTS,
+        "n_clusters": Int(1),
+        "eta": Real(0.0, 1.0, low_open=True),
+        "k_s": Int(1),
+        "k_c": Int(1),
+        "lam": Real(0.0),
+        "epochs_per_period": Int(0),
+        "batch_size": Int(2),
+        "lr": Real(0.0),
+        "lr_gamma": Real(0.0),
+        "lr_power": Real(0.0),
+        "momentum": Real(0.0, 1.0),
+        "weight_decay": Real(0.0),
+        "margin": Real(0.0),
+        "gamma": Real(0.0),
+        "n_negatives": Int(1),
+        "final_backward": Options(bool),
+        "n_kernels": Int(1),
+        "fc_units": Int(1),
+        "embed_dim": Int(1),
+        "deep_padding": Int(0),
+    }
 
     def __init__(
         self,
+        *,
         n_clusters: int = 100,
         eta: float = 0.9,
         k_s: int = 20,
@@ -347,7 +228,7 @@ class JULE(ClusterMixin, TransformerMixin, BaseEstimator):
         deep_padding: int = 0,
         seed: int = 0,
         device: str = "auto",
-        progress: bool = True,
+        verbose: bool = True,
     ):
         self.n_clusters = n_clusters
         self.eta = eta
@@ -371,21 +252,11 @@ class JULE(ClusterMixin, TransformerMixin, BaseEstimator):
         self.deep_padding = deep_padding
         self.seed = seed
         self.device = device
-        self.progress = progress
+        self.verbose = verbose
 
     # ------------------------------------------------------------------ helpers
 
-    def _validate(self, X: Any) -> np.ndarray:
-        _positive_int("n_clusters", self.n_clusters)
-        _positive_float("eta", self.eta, 1e-6, 1.0)
-        _positive_int("k_s", self.k_s)
-        _positive_int("k_c", self.k_c)
-        _positive_float("lam", self.lam)
-        _positive_int("epochs_per_period", self.epochs_per_period, 0)
-        _positive_int("batch_size", self.batch_size, 2)
-        _positive_float("lr", self.lr, 0.0)
-        _positive_int("n_negatives", self.n_negatives)
-        _positive_int("deep_padding", self.deep_padding, 0)
+    def _check_cubes(self, X: Any) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 4 or not (X.shape[1] == X.shape[2] == X.shape[3]):
             raise ValueError(f"X must be cubic patches (n, w, w, w), got shape {X.shape}")
@@ -403,12 +274,7 @@ class JULE(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _embed(self, net: nn.Module, Xn: np.ndarray) -> np.ndarray:
         net.eval()
-        out = []
-        with torch.no_grad():
-            for a in range(0, len(Xn), JULE_INFER_BATCH):
-                xb = torch.from_numpy(Xn[a : a + JULE_INFER_BATCH]).to(self.device_)
-                out.append(net(xb).cpu().numpy())
-        return np.concatenate(out).astype(np.float64)
+        return self._batched(net, Xn, batch=JULE_INFER_BATCH).astype(np.float64)
 
     def _train_period(self, net, opt, Xn, labels, gen, n_epochs) -> float:
         """``n_epochs`` of triplet-loss SGD with the current labels (one backward pass)."""
@@ -444,13 +310,14 @@ class JULE(ClusterMixin, TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ API
 
     def fit(self, X: Any, y: Any = None) -> JULE:
-        X = self._validate(X)
-        seed_everything(self.seed)
-        self.device_ = select_device(self.device)
+        self._validate_params()
+        X = self._check_cubes(X)
+        self._select_device()
+        started = time.perf_counter()
         self.mean_ = float(X.mean())
         self.std_ = float(X.std()) or 1.0
         Xn = (X - self.mean_) / self.std_
-        with torch_numerics():
+        with self._seeded(), torch_numerics():
             gen = torch.Generator().manual_seed(int(self.seed))
             net = self._net(X.shape[1]).to(self.device_)
             # the untrained network, kept for the updateCNN = 0 control
@@ -470,7 +337,7 @@ class JULE(ClusterMixin, TransformerMixin, BaseEstimator):
             self.n_initial_clusters_ = int(labels.max()) + 1
             log.info("JULE: %d patches, %d initial clusters", len(X), self.n_initial_clusters_)
             history, timesteps = [], 0
-            bar = tqdm(desc="JULE periods", disable=not self.progress, unit="period", leave=False)
+            bar = tqdm(desc="JULE periods", disable=not self.verbose, unit="period", leave=False)
             n_now = self.n_initial_clusters_
             while n_now > self.n_clusters:
                 loss = self._train_period(net, opt, Xn, labels, gen, self.epochs_per_period)
@@ -496,6 +363,8 @@ class JULE(ClusterMixin, TransformerMixin, BaseEstimator):
         self.n_timesteps_ = timesteps
         self.n_periods_ = len(history)
         self.history_ = history
+        seconds = time.perf_counter() - started
+        log.info("JULE: %d timesteps, %d periods, %.1f s", timesteps, len(history), seconds)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -503,12 +372,10 @@ class JULE(ClusterMixin, TransformerMixin, BaseEstimator):
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 4:
             raise ValueError(f"X must be cubic patches (n, w, w, w), got shape {X.shape}")
-        with torch_numerics():
-            return self._embed(self.network_, (X - self.mean_) / self.std_)
+        return self._embed(self.network_, (X - self.mean_) / self.std_)
 
     def random_network_transform(self, X: Any) -> np.ndarray:
         """Features of ``X`` from the *untrained* network (``initial_network_``, the weights the
         fit started from: JULE's ``updateCNN = 0`` control: does the training help?)."""
         X = np.asarray(X, dtype=np.float32)
-        with torch_numerics():
-            return self._embed(self.initial_network_, (X - self.mean_) / self.std_)
+        return self._embed(self.initial_network_, (X - self.mean_) / self.std_)

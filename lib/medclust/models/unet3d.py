@@ -44,19 +44,13 @@ deepest layers and its output still have more filters than the U-Net's (16 x 5 =
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medclust.validation import Options, check_int
+
 _NORMS = ("group", "batch", "instance")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def group_count(channels: int) -> int:
@@ -93,12 +87,10 @@ class _DownPath(nn.Module):
 
     def __init__(self, in_channels: int, base_filters: int, levels: int, norm: str) -> None:
         super().__init__()
-        self.in_channels = _check_int("in_channels", in_channels, 1)
-        self.base_filters = _check_int("base_filters", base_filters, 1)
-        self.levels = _check_int("levels", levels, 1)
-        if norm not in _NORMS:
-            raise ValueError(f"norm must be one of {_NORMS}, got {norm!r}")
-        self.norm = norm
+        self.in_channels = check_int("in_channels", in_channels)
+        self.base_filters = check_int("base_filters", base_filters)
+        self.levels = check_int("levels", levels)
+        self.norm = Options(*_NORMS).check("norm", norm)
         widths = [base_filters * 2**level for level in range(levels + 1)]
         self.down = nn.ModuleList(
             ConvBlock3D(c_in, c_out, norm)
