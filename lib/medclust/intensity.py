@@ -4,11 +4,15 @@
   in arbitrary units (Perkonigg et al. do not state theirs).
 - :func:`rescale_percentiles`: per-image min-max to [0, 1] between two percentiles (the thesis of
   study 04 "normalized in intensity" every image).
+- :func:`window`: a fixed intensity window mapped to [0, 1], for CT in HU (study 03's lung
+  window).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from medclust.validation import Options
 
 
 def normalize_in_mask(image: np.ndarray, mask: np.ndarray, method: str = "zscore") -> np.ndarray:
@@ -27,13 +31,12 @@ def normalize_in_mask(image: np.ndarray, mask: np.ndarray, method: str = "zscore
     vals = img[roi].astype(np.float64)
     if vals.size == 0:
         raise ValueError("mask is empty: cannot normalise intensities inside it")
+    Options("zscore", "robust").check("method", method)
     if method == "zscore":
         centre, scale = vals.mean(), vals.std()
-    elif method == "robust":
+    else:
         q25, q50, q75 = np.percentile(vals, [25, 50, 75])
         centre, scale = q50, (q75 - q25) / 1.349
-    else:
-        raise ValueError(f"method must be 'zscore' or 'robust', got {method!r}")
     if not scale > 0:
         raise ValueError(
             f"ROI intensities have no spread ({method} scale {scale}); cannot normalise"
@@ -48,3 +51,12 @@ def rescale_percentiles(image: np.ndarray, lower: float = 0.5, upper: float = 99
     lo, hi = np.percentile(image, [lower, upper])
     out = (image - lo) / max(float(hi - lo), 1e-6)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def window(image: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Intensities mapped linearly from ``[low, high]`` to ``[0, 1]`` and clipped (float32): a
+    fixed window, the same for every image, as CT's Hounsfield units allow (study 03 shows the
+    lung window [-1000, -600] HU, where emphysema is visible)."""
+    if not low < high:
+        raise ValueError(f"the window needs low < high, got [{low}, {high}]")
+    return np.clip((image - low) / (high - low), 0.0, 1.0).astype(np.float32)

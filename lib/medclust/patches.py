@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from numpy.lib.stride_tricks import sliding_window_view
 
+from medclust.validation import Options, check_int, check_number
+
 log = logging.getLogger(__name__)
 
 #: Crops resampled per call of ``torch.nn.functional.interpolate`` (bounds peak memory).
@@ -68,12 +70,7 @@ def patch_shape_voxels(size_mm: float, spacing: Sequence[float]) -> tuple[int, i
     voxels along an axis (a one-voxel "patch" has no texture to cluster).
     """
     sx, sy = _inplane_spacing(spacing)
-    try:
-        size = float(size_mm)
-    except (TypeError, ValueError):
-        raise ValueError(f"patch_size_mm must be a number, got {size_mm!r}") from None
-    if not (math.isfinite(size) and size > 0):
-        raise ValueError(f"patch_size_mm must be positive and finite, got {size_mm!r}")
+    size = check_number("patch_size_mm", size_mm, 0, low_open=True)
     shape = (_round_half_up(size / sx), _round_half_up(size / sy))
     if min(shape) < 2:
         raise ValueError(
@@ -86,9 +83,7 @@ def patch_shape_voxels(size_mm: float, spacing: Sequence[float]) -> tuple[int, i
 def stride_voxels(stride_mm: float, spacing: Sequence[float]) -> tuple[int, int]:
     """In-plane grid step ``(kx, ky)`` in voxels for ``stride_mm`` (half-up rounding, >= 1)."""
     sx, sy = _inplane_spacing(spacing)
-    stride = float(stride_mm)
-    if not (math.isfinite(stride) and stride > 0):
-        raise ValueError(f"stride_mm must be positive and finite, got {stride_mm!r}")
+    stride = check_number("stride_mm", stride_mm, 0, low_open=True)
     return max(1, _round_half_up(stride / sx)), max(1, _round_half_up(stride / sy))
 
 
@@ -129,9 +124,7 @@ def resample_patches(crops: np.ndarray, out_px: int) -> np.ndarray:
 
     ``align_corners=False`` (voxel footprints map onto output pixel footprints; module doc).
     """
-    out_px = int(out_px)
-    if out_px < 1:
-        raise ValueError(f"out_px must be a positive integer, got {out_px}")
+    out_px = check_int("out_px", out_px)
     crops = np.asarray(crops, dtype=np.float32)
     out = np.empty((len(crops), out_px, out_px), dtype=np.float32)
     with torch.no_grad():
@@ -154,11 +147,12 @@ def extract_patches(
     """Patches ``(n, out_px, out_px)`` float32 around given ``(x, y, z)`` voxel centres."""
     img, _ = _as_volume(image, np.ones(np.shape(image), dtype=bool))
     shape = patch_shape_voxels(size_mm, spacing)
+    out_px = check_int("out_px", out_px)
     c = np.asarray(centres, dtype=np.intp).reshape(-1, 3)
     if len(c) and (np.any(c < 0) or np.any(c >= np.array(img.shape))):
         raise ValueError(f"centres must lie inside the image of shape {img.shape}")
     view = _window_view(img, shape, mode="symmetric")
-    out = np.empty((len(c), int(out_px), int(out_px)), dtype=np.float32)
+    out = np.empty((len(c), out_px, out_px), dtype=np.float32)
     for a in range(0, len(c), RESAMPLE_BATCH):
         cc = c[a : a + RESAMPLE_BATCH]
         out[a : a + RESAMPLE_BATCH] = resample_patches(view[cc[:, 0], cc[:, 1], cc[:, 2]], out_px)
@@ -173,8 +167,7 @@ def _eligible_centres(
 ) -> np.ndarray:
     """ROI voxels (or the given ``candidates``) whose window has at least ``min_inside`` of its
     voxels in the full ROI."""
-    if not 0.0 <= float(min_inside) <= 1.0:
-        raise ValueError(f"min_inside must lie in [0, 1], got {min_inside!r}")
+    min_inside = check_number("min_inside", min_inside, 0, 1)
     if min_inside > 0 and largest_cross_section(roi) < min_inside * shape[0] * shape[1]:
         return np.empty((0, 3), np.int64)  # no window can be that full: skip the slow scan
     cand = np.argwhere(roi) if candidates is None else candidates
@@ -209,9 +202,7 @@ def sample_patches(
     """
     img, roi = _as_volume(image, mask)
     shape = patch_shape_voxels(size_mm, spacing)
-    n = int(n)
-    if n < 0:
-        raise ValueError(f"n must be non-negative, got {n}")
+    n = check_int("n", n, 0)
     gen = np.random.default_rng(rng)
     cand = _eligible_centres(roi, shape, min_inside)
     if n == 0:
@@ -337,8 +328,8 @@ def sample_cohort_patches(
     vols = [_unpack(v, i) for i, v in enumerate(volumes)]
     if not vols:
         raise ValueError("volumes is empty")
-    if allocation not in ("proportional", "equal"):
-        raise ValueError(f"allocation must be 'proportional' or 'equal', got {allocation!r}")
+    Options("proportional", "equal").check("allocation", allocation)
+    n_total = check_int("n_total", n_total, 0)
     sizes = []
     for i, (image, mask, spacing) in enumerate(vols):
         _, roi = _as_volume(image, mask)

@@ -23,15 +23,11 @@ from collections.abc import Iterator
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from medclust.validation import check_int, check_number
+
 #: Cubes copied per batch by :func:`iter_cubes` (bounds peak memory: 4096 * 27^3 * 4 B = 322 MB
 #: at the paper's size, 22 MB at w = 11).
 CUBE_BATCH = 1024
-
-
-def _check_side(name: str, value: int, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _volume(image: np.ndarray) -> np.ndarray:
@@ -43,15 +39,14 @@ def _volume(image: np.ndarray) -> np.ndarray:
 
 def specimen_region(image: np.ndarray, threshold: float) -> np.ndarray:
     """Voxels whose intensity exceeds ``threshold`` (the paper's Table 1 thresholds)."""
-    if not np.isfinite(threshold):
-        raise ValueError(f"threshold must be a finite number, got {threshold!r}")
+    check_number("threshold", threshold)
     return _volume(image) > threshold
 
 
 def cube_view(image: np.ndarray, w: int) -> np.ndarray:
     """Read-only view ``(X, Y, Z, w, w, w)`` whose ``[i, j, k]`` is the cube centred on voxel
     ``(i, j, k)``; only the edge padding is copied."""
-    w = _check_side("w", w)
+    w = check_int("w", w)
     img = _volume(image)
     lo = w // 2
     padded = np.pad(img, [(lo, w - 1 - lo)] * 3, mode="edge")
@@ -85,7 +80,7 @@ def sample_cubes(
     """``n`` random cubes whose centre voxel lies in ``region`` (Sec. 2.3), drawn without
     replacement while there are enough region voxels. Returns ``(cubes (n, w, w, w) float32,
     centres (n, 3) int64)``."""
-    n = _check_side("n", n, 0)
+    n = check_int("n", n, 0)
     img = _volume(image)
     region = np.asarray(region, dtype=bool)
     if region.shape != img.shape:
@@ -102,7 +97,7 @@ def sample_cubes(
 def grid_centres(region: np.ndarray, stride: int) -> np.ndarray:
     """Centres ``(m, 3)`` of the stride-``s`` grid (at ``s // 2 + k s``) that lie in ``region``,
     in (x, y, z) order (Sec. 2.5)."""
-    stride = _check_side("stride", stride)
+    stride = check_int("stride", stride)
     region = np.asarray(region, dtype=bool)
     if region.ndim != 3:
         raise ValueError(f"region must be a 3D array, got shape {region.shape}")
@@ -117,7 +112,7 @@ def project_labels(
     """Label map of ``shape`` in which the ``s x s x s`` sub-patch centred on each grid centre
     takes that patch's label (Sec. 2.5, Fig. 3); voxels of no sub-patch stay 0, so labels
     should start at 1. Sub-patches of grid centres tile the volume without overlap."""
-    stride = _check_side("stride", stride)
+    stride = check_int("stride", stride)
     centres = np.asarray(centres, dtype=np.int64).reshape(-1, 3)
     labels = np.asarray(labels)
     if len(labels) != len(centres):

@@ -1,4 +1,5 @@
-"""Figures shared by the notebooks: axial slices with masks and label maps overlaid."""
+"""Figures shared by the notebooks: axial slices with masks and label maps overlaid; 2D maps
+of embeddings with the Voronoi cells of cluster centres."""
 
 from __future__ import annotations
 
@@ -78,4 +79,33 @@ def label_legend(ax, labels: dict[int, str], n_labels: int | None = None, **kwar
     ]
     if handles:
         ax.legend(handles=handles, fontsize=7, frameon=False, **kwargs)
+    return ax
+
+
+def voronoi_projection(ax, Z, centres, projector, labels, classes, title: str | None = None):
+    """A 2D map of the embeddings ``Z`` and the cluster ``centres`` (projected together by
+    ``projector``, e.g. ``TSNE`` or ``UMAP``; anything with ``fit_transform``): the Voronoi cell
+    of each projected centre as a pale background (the region nearest to it in the map), the
+    points coloured by their true ``labels`` (one colour per entry of ``classes``), the centres
+    as black crosses."""
+    both = projector.fit_transform(np.vstack([Z, centres]))
+    points, proj_centres = both[: len(Z)], both[len(Z) :]
+    pad = 0.05 * (points.max(0) - points.min(0))
+    gx, gy = np.meshgrid(
+        *(
+            np.linspace(points[:, k].min() - pad[k], points[:, k].max() + pad[k], 200)
+            for k in range(2)
+        )
+    )
+    cell = ((np.stack([gx, gy], -1)[..., None, :] - proj_centres) ** 2).sum(-1).argmin(-1)
+    ax.contourf(gx, gy, cell, levels=np.arange(len(centres) + 1) - 0.5, cmap="Pastel1", alpha=0.6)
+    labels = np.asarray(labels)
+    for k, c in enumerate(classes):
+        sel = labels == c
+        ax.scatter(points[sel, 0], points[sel, 1], s=6, label=c, color=plt.get_cmap("tab10")(k))
+    ax.scatter(proj_centres[:, 0], proj_centres[:, 1], marker="X", s=80, color="black")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
     return ax

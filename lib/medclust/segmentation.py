@@ -31,10 +31,11 @@ def grid_features(
     w: int,
     stride: int,
     embed: Callable[[np.ndarray], np.ndarray],
-    progress: bool = True,
+    verbose: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Centres ``(m, 3)`` of the stride grid inside ``region`` and the features ``(m, d)``
-    that ``embed`` (e.g. ``JULE.transform``) gives their ``w``-cubes, streamed in batches."""
+    that ``embed`` (e.g. ``JULE.transform``) gives their ``w``-cubes, streamed in batches
+    (``verbose``: a progress bar over the batches)."""
     centres = grid_centres(region, stride)
     view = cube_view(np.asarray(image, dtype=np.float32), w)
     feats = [
@@ -43,7 +44,7 @@ def grid_features(
             iter_cubes(view, centres),
             total=-(-len(centres) // CUBE_BATCH),
             desc="grid features",
-            disable=not progress,
+            disable=not verbose,
             leave=False,
         )
     ]

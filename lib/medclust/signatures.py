@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from medclust.validation import check_int
+
 
 def _check_labels(labels: np.ndarray, n_clusters: int) -> np.ndarray:
     lab = np.asarray(labels)
@@ -21,8 +23,7 @@ def _check_labels(labels: np.ndarray, n_clusters: int) -> np.ndarray:
         if not np.all(lab == np.round(lab)):
             raise ValueError("labels must be integer cluster indices")
         lab = lab.astype(np.int64)
-    if int(n_clusters) < 1:
-        raise ValueError(f"n_clusters must be >= 1, got {n_clusters}")
+    n_clusters = check_int("n_clusters", n_clusters)
     if lab.size and (lab.min() < 0 or lab.max() >= n_clusters):
         raise ValueError(
             f"labels must lie in [0, {n_clusters - 1}], got range [{lab.min()}, {lab.max()}]"

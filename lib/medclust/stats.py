@@ -16,6 +16,8 @@ from sklearn.base import clone
 from sklearn.model_selection import LeaveOneOut
 from sklearn.pipeline import Pipeline
 
+from medclust.validation import check_int
+
 
 class LOOResult(NamedTuple):
     """Out-of-fold predictions ``(n,)`` (or ``(n, k)`` for ``predict_proba``) and, if the final
@@ -47,6 +49,7 @@ def _with_seed(est: Any, seed: int | None) -> Any:
     """Set every ``random_state`` parameter (also inside pipelines) to ``seed``."""
     if seed is None:
         return est
+    seed = check_int("seed", seed, 0)
     keys = [
         k for k in est.get_params(deep=True) if k == "random_state" or k.endswith("__random_state")
     ]
@@ -122,9 +125,7 @@ def top_k_frequency(importances: np.ndarray, k: int, absolute: bool = True) -> n
     imp = np.asarray(importances, dtype=np.float64)
     if imp.ndim != 2 or imp.shape[0] == 0:
         raise ValueError(f"importances must be (n_folds, n_features), got {imp.shape}")
-    k = int(k)
-    if not 1 <= k <= imp.shape[1]:
-        raise ValueError(f"k must lie in [1, {imp.shape[1]}], got {k}")
+    k = check_int("k", k, 1, imp.shape[1])
     score = np.abs(imp) if absolute else imp
     top = np.argsort(-score, axis=1, kind="stable")[:, :k]
     hits = np.zeros_like(score, dtype=bool)

@@ -1,0 +1,496 @@
+"""Study 04: the convolutional autoencoder of Quarenghi's thesis with DEC, DCEC and IDEC on 2D
+head CT / MRI / PET images (``notebooks/04_cae_dec_dcec.ipynb``).
+
+The glue of the notebook, in the order of the thesis: the images and their 70:10:20 split
+(Sec. 3.1), the pretraining and fine-tuning runs (Sec. 3.3, one CAE per embedding dimension and
+seed), their scores on the test split (Tables 3.4-3.6), the figures (Figs. 3.4-3.10) and the
+thesis' numbers beside this run's. The method itself -- ``CAEEmbedding(...).fit``,
+``DEC(...).fit``, ``DCEC(...).fit`` -- stays in the notebook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from sklearn.cluster import KMeans
+from sklearn.manifold import TSNE
+from sklearn.metrics import pairwise_distances_argmin
+from umap import UMAP
+
+from medclust import metrics as cm
+from medclust.cohort import Cohort, Volume
+from medclust.intensity import rescale_percentiles
+from medclust.models import DCEC, DEC, CAEEmbedding
+from medclust.plots import voronoi_projection
+from medclust.studies.common import mean_sd, mean_sd_table, sd_or_zero
+
+#: Notebook params that must be integers >= 1 (checked by ``studies.common.start``).
+INT_PARAMS = (
+    "image_px",
+    "slices_per_volume",
+    "embedding_dim",
+    "pretrain_epochs",
+    "pretrain_batch_size",
+    "batch_size",
+    "update_interval",
+    "max_iter",
+    "n_seeds",
+)
+#: Rows of Tables 3.4-3.5 (and of the per-seed results), in this order, and their labels.
+ORDER = ["kmeans_cae", "dec", "dcec", "idec", "raw_kmeans"]
+NAMES = {
+    "kmeans_cae": "k-means + CAE",
+    "dec": "DEC",
+    "dcec": "DCEC",
+    "idec": "IDEC (gamma 0.1)",
+    "raw_kmeans": "k-means on raw pixels",
+}
+#: The methods of the thesis' embedding-dimension sweep (Table 3.6).
+SWEEP_METHODS = ["kmeans_cae", "dec", "dcec"]
+#: Test ACC / NMI of the thesis: Tables 3.4-3.5 (dimension 3) and 3.6 (10, 30).
+THESIS = {
+    ("kmeans_cae", 3): (0.622, 0.392),
+    ("dec", 3): (0.805, 0.613),
+    ("dcec", 3): (0.638, 0.412),
+    ("kmeans_cae", 10): (0.656, 0.491),
+    ("dec", 10): (0.659, 0.548),
+    ("dcec", 10): (0.665, 0.498),
+    ("kmeans_cae", 30): (0.578, 0.414),
+    ("dec", 30): (0.654, 0.530),
+    ("dcec", 30): (0.605, 0.458),
+}
+#: The MSE of the pretrained CAE on the validation images (thesis Sec. 3.3.1, Fig. 3.4).
+THESIS_PRETRAIN_MSE = 0.0024
+#: ``metrics.json`` (dvc metrics show / diff): test accuracy; ``tables/metrics_all.json``: all.
+HEADLINE = {
+    "dec": "acc.dec",
+    "dcec": "acc.dcec",
+    "idec": "acc.idec",
+    "km_cae": "acc.kmeans_cae",
+    "km_raw": "acc.raw_kmeans",
+}
+
+
+# --------------------------------------------------------------------------- params
+
+
+def embedding_dims(sweep_dims: str, embedding_dim: int, image_px: int) -> list[int]:
+    """The embedding dimensions of the sweep (Table 3.6: ``"3,10,30"``) with ``embedding_dim``,
+    sorted; also checks that ``image_px`` suits the strides 4, 4, 2 of Table 3.2."""
+    try:
+        dims = sorted({int(d) for d in str(sweep_dims).split(",")} | {embedding_dim})
+    except ValueError as exc:
+        raise ValueError(
+            "param sweep_dims must be comma-separated integers such as '3,10,30', "
+            f"got {sweep_dims!r}"
+        ) from exc
+    if image_px % 32:
+        raise ValueError(
+            "param image_px must be a multiple of 32 (strides 4, 4, 2 of Table 3.2), "
+            f"got {image_px}"
+        )
+    return dims
+
+
+def runs(embedding_dim: int, dims: Iterable[int], seeds: Sequence[int]) -> list[tuple[int, int]]:
+    """``(embedding dimension, seed)`` of each autoencoder: every seed at ``embedding_dim``
+    (Tables 3.4-3.5 over seeds), the first seed at the other dimensions (Table 3.6)."""
+    first = seeds[0]
+    return [(embedding_dim, s) for s in seeds] + [(d, first) for d in dims if d != embedding_dim]
+
+
+# --------------------------------------------------------------------------- data (Sec. 3.1)
+
+
+def case_images(volume: Volume, image_px: int, slices_per_volume: int) -> list[np.ndarray]:
+    """The 2D images of one case, each rescaled to [0, 1] between its 0.5th and 99.5th
+    percentiles and resized (bilinear) to ``image_px``; a 3D case gives ``slices_per_volume``
+    evenly spaced axial slices (through the mask when there is one)."""
+    image = volume.image
+    if image.ndim == 2:
+        planes = [image]
+    else:
+        zs = np.arange(image.shape[2])
+        if volume.mask is not None:
+            zs = np.flatnonzero(volume.mask.reshape(-1, image.shape[2]).any(axis=0))
+        n = min(slices_per_volume, len(zs))
+        picks = zs[np.linspace(0, len(zs) - 1, n).round().astype(int)]
+        planes = [image[:, :, z] for z in np.unique(picks)]
+    out = []
+    for plane in planes:
+        t = torch.from_numpy(rescale_percentiles(plane))[None, None]
+        if t.shape[-2:] != (image_px, image_px):
+            t = torch.nn.functional.interpolate(
+                t, size=(image_px, image_px), mode="bilinear", align_corners=False
+            )
+        out.append(t[0, 0].numpy())
+    return out
+
+
+def case_splits(data: Cohort, split_column: str, label_column: str, seed: int) -> np.ndarray:
+    """train / val / test per case: the cohort's ``split_column`` when it has one, else a
+    70:10:20 split by case (slices of one case never straddle train and test), stratified by
+    ``label_column`` and seeded (thesis Sec. 3.1)."""
+    if split_column in data.clinical.columns:
+        splits = data.clinical[split_column].astype(str)
+        bad = sorted(set(splits) - {"train", "val", "test"})
+        if bad:
+            raise ValueError(
+                f"{data.root / 'clinical.csv'}: column {split_column!r} has values {bad}; "
+                "expected train/val/test"
+            )
+        return splits.to_numpy()
+    rng = np.random.default_rng(seed)
+    splits = np.empty(len(data), dtype=object)
+    for _, idx in data.clinical.reset_index().groupby(label_column).indices.items():
+        idx = rng.permutation(idx)
+        n_train, n_val = int(round(0.7 * len(idx))), int(round(0.1 * len(idx)))
+        splits[idx[:n_train]] = "train"
+        splits[idx[n_train : n_train + n_val]] = "val"
+        splits[idx[n_train + n_val :]] = "test"
+    return splits
+
+
+@dataclass
+class HeadImages:
+    """The images of the study: ``X`` (n, px, px) float32, the label ``y`` (the modality) and
+    the ``split`` of each image, and the case it comes from."""
+
+    X: np.ndarray
+    y: np.ndarray
+    split: np.ndarray
+    case_ids: np.ndarray
+    label_column: str
+
+    @property
+    def train(self) -> np.ndarray:
+        return self.split == "train"
+
+    @property
+    def val(self) -> np.ndarray:
+        return self.split == "val"
+
+    @property
+    def test(self) -> np.ndarray:
+        return self.split == "test"
+
+    @property
+    def X_train(self) -> np.ndarray:
+        return self.X[self.train]
+
+    @property
+    def X_test(self) -> np.ndarray:
+        return self.X[self.test]
+
+    @property
+    def X_val(self) -> np.ndarray | None:
+        """The validation images, None when the split has none."""
+        return self.X[self.val] if self.val.any() else None
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(set(self.y))
+
+    @property
+    def n_clusters(self) -> int:
+        return len(self.classes)
+
+    def counts(self) -> pd.DataFrame:
+        """Images per label and split (the ``dataset_counts`` table)."""
+        return pd.crosstab(
+            pd.Series(self.y, name=self.label_column), pd.Series(self.split, name="split")
+        )
+
+
+def head_images(
+    data: Cohort,
+    label_column: str,
+    split_column: str,
+    image_px: int,
+    slices_per_volume: int,
+    seed: int,
+) -> HeadImages:
+    """The 2D images of every case (:func:`case_images`) with the case's label and split
+    (:func:`case_splits`)."""
+    data.label_values(label_column)  # the column exists and no case leaves it blank
+    split_of_case = case_splits(data, split_column, label_column, seed)
+    images, labels, splits, case_of_image = [], [], [], []
+    for i, volume in enumerate(data.volumes()):
+        planes = case_images(volume, image_px, slices_per_volume)
+        images += planes
+        labels += [data.clinical[label_column].iloc[i]] * len(planes)
+        splits += [split_of_case[i]] * len(planes)
+        case_of_image += [data.case_ids[i]] * len(planes)
+    out = HeadImages(
+        np.stack(images).astype(np.float32),
+        np.asarray(labels).astype(str),
+        np.asarray(splits),
+        np.asarray(case_of_image),
+        label_column,
+    )
+    if not (out.train.any() and out.test.any()):
+        raise ValueError(f"{data.root}: need images in both the train and the test split")
+    return out
+
+
+def raw_pixel_kmeans(images: HeadImages, seeds: Iterable[int]) -> dict[int, np.ndarray]:
+    """The classical baseline: k-means (10 restarts) on the raw pixels of the training images,
+    the test images labelled by their nearest centre; ``{seed: test labels}``."""
+    train, test = images.train, images.test
+    out = {}
+    for s in seeds:
+        km = KMeans(images.n_clusters, n_init=10, random_state=s)
+        km.fit(images.X[train].reshape(train.sum(), -1))
+        out[s] = km.predict(images.X[test].reshape(test.sum(), -1))
+    return out
+
+
+# --------------------------------------------------------------------------- scores (Tables 3.4-3.6)
+
+
+def score_run(
+    images: HeadImages,
+    cae: CAEEmbedding,
+    heads: Mapping[str, DEC | DCEC],
+    embedding_dim: int,
+    seed: int,
+    raw_labels: np.ndarray | None = None,
+) -> list[dict]:
+    """One row per method of one run, scored on the test split: ACC, NMI, the reconstruction
+    MSE (CAE and heads with a decoder) and ``KL(P || Q)`` and iterations (heads).
+
+    "k-means + CAE" is the k-means that initialised the heads (``heads["dec"].init_centers_``)
+    applied to the test embedding; ``raw_labels`` (k-means on raw pixels) is added when given."""
+    X, y_test = images.X, images.y[images.test]
+    X_test = X[images.test]
+    kmeans_test = pairwise_distances_argmin(cae.transform(X_test), heads["dec"].init_centers_)
+    predictions = {
+        "kmeans_cae": kmeans_test,
+        **{name: head.predict(X_test) for name, head in heads.items()},
+    }
+    if raw_labels is not None:
+        predictions["raw_kmeans"] = raw_labels
+    rows = []
+    for name, pred in predictions.items():
+        row = {
+            "embedding_dim": embedding_dim,
+            "seed": seed,
+            "method": name,
+            "acc": cm.cluster_accuracy(y_test, pred),
+            "nmi": cm.nmi(y_test, pred),
+            "mse": np.nan,
+            "kl": np.nan,
+        }
+        if name == "kmeans_cae":
+            row["mse"] = cae.reconstruction_mse(X_test)
+        if name in heads:
+            row["kl"] = heads[name].kl_divergence(X_test)
+            row["iterations"] = heads[name].n_iter_
+            if name != "dec":
+                row["mse"] = heads[name].reconstruction_mse(X_test)
+        rows.append(row)
+    return rows
+
+
+def main_table(results: pd.DataFrame, embedding_dim: int) -> pd.DataFrame:
+    """Tables 3.4 and 3.5 analog: mean and sd over seeds at ``embedding_dim``, one row per
+    method (labelled by :data:`NAMES`)."""
+    main = results[results.embedding_dim == embedding_dim]
+    return mean_sd_table(main, "method", ["acc", "nmi", "mse", "kl"], ORDER, NAMES)
+
+
+def sweep_results(results: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """The rows of Table 3.6: the first seed's runs of k-means + CAE, DEC and DCEC."""
+    return results[(results.seed == seed) & results.method.isin(SWEEP_METHODS)]
+
+
+def sweep_table(sweep: pd.DataFrame) -> pd.DataFrame:
+    """Table 3.6 analog: one row per embedding dimension and method."""
+    return sweep.pivot_table(
+        index=["embedding_dim", "method"], values=["acc", "nmi", "mse", "kl"]
+    ).reset_index()
+
+
+def dec_confusion(images: HeadImages, dec_test_labels: np.ndarray) -> pd.DataFrame:
+    """Test images per DEC cluster (named after the modality it is matched to) and modality."""
+    y_test = images.y[images.test]
+    mapping = cm.cluster_mapping(y_test, dec_test_labels)
+    return pd.crosstab(
+        pd.Series(
+            [mapping.get(k, f"cluster {k}") for k in dec_test_labels],
+            name="DEC cluster (matched)",
+        ),
+        pd.Series(y_test, name="true modality"),
+    )
+
+
+def thesis_comparison(
+    results: pd.DataFrame,
+    images: HeadImages,
+    caes: Mapping[tuple[int, int], CAEEmbedding],
+    embedding_dim: int,
+    seeds: Sequence[int],
+) -> list[dict]:
+    """The thesis' test ACC / NMI (Tables 3.4-3.6) and pretraining MSE beside this run's (mean
+    +- sd over seeds at ``embedding_dim``, the first seed at the other dimensions), and the two
+    rows the thesis does not have (IDEC, k-means on raw pixels)."""
+    n_train, n_val, n_test = (int(m.sum()) for m in (images.train, images.val, images.test))
+    note = (
+        f"phantom images (MNI152-based, {n_train}/{n_val}/{n_test} train/val/test), "
+        f"test split; mean ± sd over {len(seeds)} seeds at dim {embedding_dim}, "
+        "first seed otherwise"
+    )
+    rows = []
+    for (method, d), (acc_paper, nmi_paper) in THESIS.items():
+        sel = results[(results.method == method) & (results.embedding_dim == d)]
+        if len(sel):
+            rows.append({
+                "quantity": f"{NAMES[method]} ACC / NMI, dim {d}",
+                "paper": f"{acc_paper} / {nmi_paper}",
+                "this_run": f"{mean_sd(sel.acc)} / {mean_sd(sel.nmi)}",
+                "note": note,
+            })  # fmt: skip
+    main = results[results.embedding_dim == embedding_dim]
+    for method in ("idec", "raw_kmeans"):
+        sel = main[main.method == method]
+        rows.append({
+            "quantity": f"{NAMES[method]} ACC / NMI, dim {embedding_dim}",
+            "paper": "",
+            "this_run": f"{mean_sd(sel.acc)} / {mean_sd(sel.nmi)}",
+            "note": "not in the thesis",
+        })  # fmt: skip
+    val_mse = [caes[embedding_dim, s].history_["val"][-1] for s in seeds if images.val.any()]
+    rows.append({
+        "quantity": "pretraining MSE, dim 3 (validation)",
+        "paper": THESIS_PRETRAIN_MSE,
+        "this_run": mean_sd(val_mse) if val_mse else "",
+        "note": "depends on the intensity normalisation, which the thesis does not specify",
+    })  # fmt: skip
+    return rows
+
+
+def study_metrics(
+    results: pd.DataFrame,
+    images: HeadImages,
+    embedding_dim: int,
+    dims: Iterable[int],
+    seed: int,
+    n_seeds: int,
+    runtime_s: float,
+) -> dict:
+    """``metrics_all.json``: test ACC / NMI (mean over seeds) and ACC sd of every method at
+    ``embedding_dim``, the sweep (first seed), reconstruction MSE and KL, the split sizes."""
+    main = results[results.embedding_dim == embedding_dim]
+    sweep = sweep_results(results, seed)
+
+    def mean_of(method: str, metric: str) -> float:
+        return float(main[main.method == method][metric].mean())
+
+    def sweep_of(d: int, method: str, metric: str) -> float:
+        return float(sweep[(sweep.embedding_dim == d) & (sweep.method == method)][metric].mean())
+
+    return {
+        "acc": {m: mean_of(m, "acc") for m in ORDER},
+        "nmi": {m: mean_of(m, "nmi") for m in ORDER},
+        "acc_sd": {m: sd_or_zero(main[main.method == m].acc) for m in ORDER},
+        "sweep": {
+            str(d): {
+                m: {"acc": sweep_of(d, m, "acc"), "nmi": sweep_of(d, m, "nmi")}
+                for m in SWEEP_METHODS
+            }
+            for d in dims
+        },
+        "recon_mse": {"cae": mean_of("kmeans_cae", "mse"), "dcec": mean_of("dcec", "mse")},
+        "kl": {m: mean_of(m, "kl") for m in ("dec", "dcec", "idec")},
+        "n_train": int(images.train.sum()),
+        "n_val": int(images.val.sum()),
+        "n_test": int(images.test.sum()),
+        "n_seeds": n_seeds,
+        "runtime_s": runtime_s,
+    }
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def plot_pretraining(
+    caes: Mapping[tuple[int, int], CAEEmbedding], embedding_dim: int, seed: int
+) -> plt.Figure:
+    """Fig. 3.4 analog: training and validation MSE per epoch of every seed's CAE at
+    ``embedding_dim`` (log scale)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for (d, s), cae in caes.items():
+        if d == embedding_dim:
+            first = s == seed
+            ax.plot(cae.history_["train"], color="tab:blue", alpha=0.7,
+                    label="train" if first else None)  # fmt: skip
+            if cae.history_["val"]:
+                ax.plot(cae.history_["val"], color="tab:orange", alpha=0.7,
+                        label="validation" if first else None)  # fmt: skip
+    ax.set(
+        yscale="log",
+        xlabel="epoch",
+        ylabel="MSE",
+        title=f"CAE pretraining, embedding {embedding_dim} (Fig. 3.4 analog)",
+    )
+    ax.legend()
+    return fig
+
+
+def plot_embedding_sweep(sweep: pd.DataFrame, dims: Sequence[int]) -> plt.Figure:
+    """Figs. 3.9-3.10 analog: test ACC and NMI against the embedding dimension."""
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    for ax, metric in zip(axes, ["acc", "nmi"], strict=True):
+        sns.lineplot(sweep, x="embedding_dim", y=metric, hue="method", marker="o", ax=ax)
+        ax.set(xscale="log", xticks=dims, xticklabels=dims,
+               title=f"{metric.upper()} vs embedding dimension")  # fmt: skip
+    return fig
+
+
+def plot_reconstructions(images: HeadImages, cae: CAEEmbedding, dcec: DCEC) -> plt.Figure:
+    """Figs. 3.5 and 3.8 analog: two test images per class, their reconstructions by the
+    pretrained CAE and by the CAE fine-tuned by DCEC."""
+    X, y = images.X, images.y
+    pick = np.concatenate([np.flatnonzero(images.test & (y == c))[:2] for c in images.classes])
+    rec_cae, rec_dcec = cae.reconstruct(X[pick]), dcec.reconstruct(X[pick])
+    fig, axes = plt.subplots(3, len(pick), figsize=(1.7 * len(pick), 5.4))
+    for j, i in enumerate(pick):
+        rows = [(X[i], y[i]), (rec_cae[j].squeeze(), "CAE"), (rec_dcec[j].squeeze(), "DCEC")]
+        for row, (img, title) in enumerate(rows):
+            axes[row, j].imshow(img.T, cmap="gray", vmin=0, vmax=1)
+            axes[row, j].set_title(title, fontsize=8)
+            axes[row, j].set_axis_off()
+    return fig
+
+
+def plot_projections(
+    images: HeadImages, cae: CAEEmbedding, dec: DEC, dcec: DCEC, seed: int
+) -> plt.Figure:
+    """Figs. 3.6 and 3.7 analog: t-SNE (top) and UMAP (bottom) of the test embeddings with the
+    cluster centres and their Voronoi cells, before fine-tuning (the pretrained CAE with the
+    k-means centres) and after (DEC, DCEC); points coloured by the true modality."""
+    X_test, y_test = images.X[images.test], images.y[images.test]
+    states = {
+        "pretrained CAE + k-means": (cae.transform(X_test), dec.init_centers_),
+        "DEC": (dec.transform(X_test), dec.cluster_centers_),
+        "DCEC": (dcec.transform(X_test), dcec.cluster_centers_),
+    }
+    n_points = len(X_test) + images.n_clusters
+    # the defaults, capped for small cohorts
+    perplexity, neighbours = min(30.0, (n_points - 1) / 3), min(15, n_points - 1)
+    fig, axes = plt.subplots(2, 3, figsize=(12, 7.5))
+    for j, (title, (Z, centres)) in enumerate(states.items()):
+        tsne = TSNE(2, perplexity=perplexity, init="pca", random_state=seed)
+        umap = UMAP(n_components=2, n_neighbors=neighbours, random_state=seed, n_jobs=1)
+        for ax, projector, name in [(axes[0, j], tsne, "t-SNE"), (axes[1, j], umap, "UMAP")]:
+            voronoi_projection(
+                ax, Z, centres, projector, y_test, images.classes, f"{name}: {title}"
+            )
+    axes[0, 0].legend(fontsize=7, markerscale=2)
+    return fig
