@@ -66,8 +66,8 @@ verify: data
 	python -m medclust.verify --scratch verify $(STAGES)
 
 lint: $(STAMP)
-	ruff check lib tests
-	ruff format --check lib tests
+	ruff check lib tests notebooks benchmarks
+	ruff format --check lib tests notebooks benchmarks
 
 # Paper scale: the sizes of the papers as a DVC experiment (params in paper_scale.yaml)
 paper-scale: data

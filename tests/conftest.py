@@ -71,3 +71,24 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not present at {SHARED_DATA} (tests on real data are skipped)")
     return SHARED_DATA
+
+
+def dvc_stages() -> dict[str, dict]:
+    """Every stage of dvc.yaml as DVC resolves it (``foreach`` templates expanded, ``${...}``
+    filled from params.yaml): name -> cmd, deps, params (block names) and outs (path -> persist)."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    stages = {}
+    with Repo(str(ROOT)) as repo:
+        for stage in repo.index.stages:
+            if not getattr(stage, "cmd", None):
+                continue  # data.dvc
+            params = [p for d in stage.deps if isinstance(d, ParamsDependency) for p in d.params]
+            stages[stage.addressing] = {
+                "cmd": stage.cmd,
+                "deps": [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)],
+                "params": params,
+                "outs": {o.def_path: o.persist for o in stage.outs},
+            }
+    return stages

@@ -15,17 +15,22 @@ import pandas as pd
 import papermill as pm
 import pytest
 import yaml
-from conftest import ROOT, run_notebook, write_tiny_cohort
+from conftest import ROOT, dvc_stages, run_notebook, write_tiny_cohort
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 
 
 def _notebook_stages() -> dict[str, tuple[str, str]]:
-    """notebook stem -> (stage name, params block): the studies medclust.run knows."""
+    """notebook stem -> (stage name, params block): the studies medclust.run knows. The
+    one-input studies come from dvc.yaml's ``study`` template (``study@<block>``)."""
     from medclust.run import STUDIES
 
-    return {notebook: (name, name) for name, notebook in STUDIES.items()}
+    template = DVC["stages"]["study"]["foreach"]
+    return {
+        notebook: (f"study@{name}" if name in template else name, name)
+        for name, notebook in STUDIES.items()
+    }
 
 
 STAGES = _notebook_stages()
@@ -63,14 +68,22 @@ def test_parameters_match_params_yaml(notebook):
 def test_stage_runs_the_notebook_with_its_block(notebook):
     """Each param is declared once (params.yaml); the stage names only its block."""
     stage, block = STAGES[notebook]
-    spec = DVC["stages"][stage]
+    spec = dvc_stages()[stage]
     assert spec["cmd"] == f"python -m medclust.run {block}"
     assert spec["params"] == [block]
     assert {"lib/medclust", f"notebooks/{notebook}.ipynb"} <= set(spec["deps"])
+    assert PARAMS[block].get("cohort", PARAMS[block].get("data_dir")) in spec["deps"]
     # DVC must not delete the committed results before a run (a failed run keeps them)
-    for out in spec["outs"]:
-        ((path, options),) = out.items()
-        assert options.get("persist") is True, path
+    report_dir = PARAMS[block]["report_dir"]
+    assert f"{report_dir}/metrics.json" in spec["outs"]
+    for path, persist in spec["outs"].items():
+        assert persist is True, path
+
+
+def test_studies_do_not_depend_on_the_generators():
+    """A phantom generator edit changes data.dvc, not the studies' code hash."""
+    for name, spec in dvc_stages().items():
+        assert not any("medclust_phantoms" in d for d in spec["deps"]), name
 
 
 def test_metrics_declared_for_every_study():
@@ -86,7 +99,7 @@ SMOKE_CDCN = {
     "n_patches": 300,
     "patch_px": 16,
     "pretrain_epochs": 1,
-    "n_epochs": 1,
+    "epochs": 1,
     "n_seeds": 2,
     "n_trees": 10,
     "window_stride_mm": 14.0,

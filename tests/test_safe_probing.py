@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, write_tiny_cohort
+from conftest import ROOT, dvc_stages, write_tiny_cohort
 
 from medclust.cohort import CohortError, load_cohort
 from medclust.outputs import atomic_write_text, default_mode
@@ -123,12 +123,9 @@ def test_study_on_a_user_cohort_into_a_new_folder(tmp_path):
 
 
 def test_every_stage_keeps_its_outputs_before_a_run():
-    import yaml
-
-    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    for name, stage in dvc["stages"].items():
+    for name, stage in dvc_stages().items():
         if stage["cmd"].startswith("python -m medclust.run"):
-            assert all(next(iter(o.values())).get("persist") for o in stage["outs"]), name
+            assert stage["outs"] and all(stage["outs"].values()), name
 
 
 # ------------------------------------------------------------------ 4. checked before any work
