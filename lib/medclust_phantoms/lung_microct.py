@@ -91,7 +91,7 @@ from scipy.spatial import cKDTree
 
 from medclust.cohort import CaseData, write_cohort
 from medclust_phantoms.exact import contract, norm, random_rotation
-from medclust_phantoms.params import fail, integer, merged, number, numbers
+from medclust_phantoms.params import fail, integer, merged, number, numbers, recorded
 
 log = logging.getLogger(__name__)
 
@@ -506,9 +506,5 @@ def generate(root: str | Path, **params) -> Path:
             "frac_<class> are the true class fractions of the specimen, threshold separates "
             "specimen from air (image > threshold), annotated_slices are the evaluation slices"
         ),
-        generator_params=_describe(p),
+        generator_params=recorded(p),
     )
-
-
-def _describe(p: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in p.items()}

@@ -52,3 +52,9 @@ def numbers(
     if len(items) != n or not all(_is_number(v, kind) and v >= minimum for v in items):
         raise fail(generator, key, f"must be {n} {what}{bound}", value)
     return tuple(kind(v) for v in items)
+
+
+def recorded(params: dict) -> dict:
+    """The validated params as ``dataset.json`` records them (``generator_params``): tuples as
+    lists, so the JSON reads back equal."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}

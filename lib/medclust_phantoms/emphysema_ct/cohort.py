@@ -34,6 +34,7 @@ from medclust_phantoms.emphysema_ct.thorax import (
     _two_lungs,
     _vessel_occupancy,
 )
+from medclust_phantoms.params import recorded
 
 log = logging.getLogger(__name__)
 
@@ -319,9 +320,5 @@ def generate(root: str | Path, **params) -> Path:
             "labelmap: emphysema pattern of each lung voxel (0 none, 1 centrilobular, "
             "2 panlobular, 3 paraseptal); 'split' is train/test"
         ),
-        generator_params=_describe(p),
+        generator_params=recorded(p),
     )
-
-
-def _describe(p: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in p.items()}

@@ -30,6 +30,7 @@ from medclust_phantoms.head_modalities.design import (
     assign_splits,
     validate_params,
 )
+from medclust_phantoms.params import recorded
 
 
 def _correlated_noise(rng: np.random.Generator, shape: tuple, sigma_px: float) -> np.ndarray:
@@ -241,13 +242,9 @@ def generate(root: str | Path, **params) -> Path:
             "apply medclust.intensity.rescale_percentiles (per-image 0.5-99.5 "
             "percentile min-max) before clustering"
         ),
-        generator_params=_describe(p),
+        generator_params=recorded(p),
     )
 
 
 def _case_id(modality: str, i: int) -> str:
     return f"{modality.lower()}_{i:03d}"
-
-
-def _describe(p: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in p.items()}

@@ -37,6 +37,7 @@ from medclust_phantoms.liver_mri.design import (
     grade_counts_for,
     validate_params,
 )
+from medclust_phantoms.params import recorded
 
 log = logging.getLogger(__name__)
 
@@ -224,9 +225,5 @@ def generate(root: str | Path, **params) -> Path:
             "liver mask; classes 2-4 increase with grade, 6-7 are grade-unrelated; "
             "clinical.csv frac_<class> are the true class fractions of the liver"
         ),
-        generator_params=_describe(p),
+        generator_params=recorded(p),
     )
-
-
-def _describe(p: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in p.items()}

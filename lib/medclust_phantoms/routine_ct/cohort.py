@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from medclust.cohort import CaseData, write_cohort
-from medclust_phantoms.params import fail, integer, merged, number, numbers
+from medclust_phantoms.params import fail, integer, merged, number, numbers, recorded
 from medclust_phantoms.routine_ct.anatomy import LABELS
 from medclust_phantoms.routine_ct.patient import _TAG, plan_patient
 from medclust_phantoms.routine_ct.population import (
@@ -226,9 +226,5 @@ def generate(root: str | Path, **params) -> Path:
             "(reported positively); labelmap: true organ labels after the patient's "
             "deformation, cropped to its field of view (reference for registration)"
         ),
-        generator_params=_describe(p),
+        generator_params=recorded(p),
     )
-
-
-def _describe(p: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in p.items()}
