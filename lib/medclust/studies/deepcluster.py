@@ -39,7 +39,7 @@ from medclust.cohort import load_cohort
 from medclust.intensity import window
 from medclust.models.deepcluster import DeepCluster, SupervisedPooledClassifier
 from medclust.runtime import select_device
-from medclust.studies.common import StudyRun, mean_sd, mean_sd_table
+from medclust.studies.common import StudyRun, mean_sd, mean_sd_table, sd_or_zero
 from medclust.studies.common import start as start_run
 from medclust.validation import check_int
 
@@ -441,14 +441,10 @@ def study_metrics(
     def by_method(metric: str) -> dict[str, float]:
         return {m: float(results[results.method == m][metric].mean()) for m in NAMES}
 
-    n_seeds = results.seed.nunique()
     metrics = {
         metric: by_method(metric) for metric in ("acc", "nmi", "silhouette", "davies_bouldin")
     }
-    metrics["acc_sd"] = {
-        m: float(results[results.method == m].acc.std(ddof=1)) if n_seeds > 1 else 0.0
-        for m in NAMES
-    }
+    metrics["acc_sd"] = {m: sd_or_zero(results[results.method == m].acc) for m in NAMES}
     metrics |= {"n_train": int(scans.train.sum()), "n_test": int(scans.test.sum()), **settings}
     if auc is not None:
         by_map = _auc_by_map(auc)

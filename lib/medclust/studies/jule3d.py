@@ -40,7 +40,7 @@ from medclust.segmentation import (
     multi_otsu_segmentation,
     segmentation_nmi,
 )
-from medclust.studies.common import StudyRun
+from medclust.studies.common import StudyRun, sd_or_zero
 from medclust.studies.common import start as start_run
 from medclust.validation import check_int
 
@@ -476,10 +476,7 @@ def study_metrics(
     by_seed = results.groupby(["method", "K", "seed"]).mean(numeric_only=True).reset_index()
     at_k = by_seed[by_seed.K == k_paper]
     metrics["nmi"] = _by_k(by_seed, "nmi_slices")
-    metrics["nmi_seed_sd"] = {
-        m: float(at_k[at_k.method == m].nmi_slices.std(ddof=1)) if len(seeds) > 1 else 0.0
-        for m in METHODS
-    }
+    metrics["nmi_seed_sd"] = {m: sd_or_zero(at_k[at_k.method == m].nmi_slices) for m in METHODS}
     metrics["nmi_per_specimen"] = {
         sid: _by_k(results[results.specimen == sid], "nmi_slices") for sid in specimen_ids
     }
