@@ -15,6 +15,7 @@ from hypothesis.extra.numpy import arrays
 from scipy.ndimage import gaussian_filter
 from sklearn.base import clone
 
+from medclust.metrics import cluster_accuracy
 from medclust.models import (
     CAE,
     DCEC,
@@ -29,7 +30,8 @@ from medclust.models import (
 
 PX = 128  # the thesis' image size: the architecture of Table 3.2 needs it
 # small batches and intervals keep every fit below a second on two cores
-FAST_HEAD = dict(n_clusters=3, update_interval=2, max_iter=60, batch_size=16, kmeans_n_init=4)
+# (30 toy images in batches of 16: 2 iterations per epoch)
+FAST_HEAD = dict(n_clusters=3, update_epochs=1.0, max_epochs=30, batch_size=16, kmeans_n_init=4)
 
 
 def toy_heads(n_per: int = 10, seed: int = 0):
@@ -71,7 +73,7 @@ def data():
 @pytest.fixture(scope="module")
 def cae(data):
     X, _ = data
-    return CAEEmbedding(epochs=8, batch_size=8, seed=0).fit(X, X_val=X[::5])
+    return CAEEmbedding(steps=32, batch_size=8, seed=0).fit(X, X_val=X[::5])
 
 
 # --------------------------------------------------------------------------- CAE (Table 3.2)
@@ -113,25 +115,30 @@ def test_cae_rejects_bad_sizes():
     with pytest.raises(ValueError, match="multiple of 32"):
         CAE(in_px=100)
     with pytest.raises(ValueError, match="multiple of 32"):
-        CAEEmbedding(epochs=1).fit(np.zeros((4, 48, 48), np.float32))
+        CAEEmbedding(steps=1).fit(np.zeros((4, 48, 48), np.float32))
 
 
 def test_cae_embedding_history_and_outputs(cae, data):
     X, _ = data
     assert len(cae.history_["train"]) == len(cae.history_["val"]) == 8
     assert cae.history_["train"][-1] < cae.history_["train"][0]
-    assert cae.n_iter_ == 8 * math.ceil(len(X) / 8)
+    assert cae.n_iter_ == 32 and cae.history_["step"] == [4, 8, 12, 16, 20, 24, 28, 32]
     assert cae.transform(X).shape == (len(X), 3) and cae.transform(X).dtype == np.float32
     assert cae.reconstruct(X[:2]).shape == (2, PX, PX)
     assert cae.reconstruct(X[:2, None]).shape == (2, 1, PX, PX)
-    assert cae.history_["val"][-1] == pytest.approx(cae.reconstruction_mse(X[::5]), rel=1e-6)
-    no_val = CAEEmbedding(epochs=2, batch_size=16).fit(X)
-    assert len(no_val.history_["train"]) == 2 and no_val.history_["val"] == []
+    # the best-validation weights are kept, and the step they come from is reported
+    best = int(np.argmin(cae.history_["val"]))
+    assert cae.best_step_ == cae.history_["step"][best]
+    assert cae.best_val_mse_ == min(cae.history_["val"])
+    assert cae.best_val_mse_ == pytest.approx(cae.reconstruction_mse(X[::5]), rel=1e-6)
+    no_val = CAEEmbedding(steps=3, batch_size=16).fit(X)  # 2 steps per epoch: one partial
+    assert no_val.history_["step"] == [2, 3] and no_val.history_["val"] == []
+    assert no_val.best_step_ == 3 and math.isnan(no_val.best_val_mse_)
 
 
 def test_cae_embedding_is_deterministic(data):
     X, _ = data
-    a = CAEEmbedding(epochs=2, batch_size=16, seed=3).fit(X)
+    a = CAEEmbedding(steps=4, batch_size=16, seed=3).fit(X)
     b = clone(a).fit(X)
     np.testing.assert_equal(a.history_, b.history_)  # NaN-aware
     assert np.array_equal(a.transform(X), b.transform(X))
@@ -207,7 +214,7 @@ def test_dcec_loss_is_the_weighted_sum():
 def test_dec_stops_by_tol(cae, data):
     X, _ = data
     # T = 1 and a larger step make labels move at first (the trajectory itself is not tested)
-    kw = {**FAST_HEAD, "update_interval": 1, "lr": 3e-3, "max_iter": 400}
+    kw = {**FAST_HEAD, "update_epochs": 0.5, "lr": 3e-3, "max_epochs": 200}
     dec = DEC(pretrained=cae.model_, tol=0.01, **kw).fit(X)
     h = dec.history_
     assert dec.converged_ and dec.n_iter_ < 400
@@ -216,7 +223,9 @@ def test_dec_stops_by_tol(cae, data):
     assert h["changed"][-1] < 0.01 and all(c >= 0.01 for c in h["changed"][1:-1])
     assert math.isnan(h["loss"][0]) and all(np.isfinite(h["loss"][1:]))
     assert dec.kl_ == h["kl"][-1] == pytest.approx(dec.kl_divergence(X), rel=1e-4)
-    assert "reconstruction" not in h and not hasattr(dec, "autoencoder_")
+    assert "reconstruction" not in h and dec.update_interval_ == 1 and dec.max_iter_ == 400
+    # DEC drops the decoder: it is not trained
+    assert torch.equal(dec.autoencoder_.decoder.deconv1.weight, cae.model_.decoder.deconv1.weight)
     assert np.array_equal(dec.predict(X), dec.labels_)
     q = dec.predict_proba(X)
     np.testing.assert_allclose(q.sum(1), 1.0, rtol=1e-5)
@@ -228,8 +237,8 @@ def test_dec_stops_by_tol(cae, data):
 
 def test_max_iter_stops_when_tol_is_never_met(cae, data):
     X, _ = data
-    dec = DEC(pretrained=cae.model_, tol=0.0, **{**FAST_HEAD, "max_iter": 7}).fit(X)
-    assert not dec.converged_ and dec.n_iter_ == 7
+    dec = DEC(pretrained=cae.model_, tol=0.0, **{**FAST_HEAD, "max_epochs": 3.5}).fit(X)
+    assert not dec.converged_ and dec.n_iter_ == dec.max_iter_ == 7 and dec.n_epochs_ == 3.5
     assert dec.history_["iteration"] == [0, 2, 4, 6, 7]
 
 
@@ -251,7 +260,7 @@ def test_dcec_keeps_the_decoder(cae, data):
 
 def test_dcec_training_loss_is_reconstruction_plus_gamma_kl(cae, data):
     X, _ = data
-    dcec = DCEC(pretrained=cae.model_, gamma=0.3, **{**FAST_HEAD, "max_iter": 0}).fit(X)
+    dcec = DCEC(pretrained=cae.model_, gamma=0.3, **{**FAST_HEAD, "max_epochs": 0}).fit(X)
     xb = torch.from_numpy(X[:5, None])
     z, rec = dcec.autoencoder_(xb)
     centers = torch.from_numpy(dcec.cluster_centers_)
@@ -267,7 +276,7 @@ def test_gamma_weights_the_clustering_term(cae, data):
     """IDEC is DCEC(gamma=0.1): gamma alone decides how far the centres move. With gamma 0 the
     loss is the reconstruction alone, so the centres get no gradient and stay at k-means'."""
     X, _ = data
-    kw = {**FAST_HEAD, "max_iter": 6}
+    kw = {**FAST_HEAD, "max_epochs": 3}
     rec_only = DCEC(pretrained=cae.model_, gamma=0.0, **kw).fit(X)
     idec = DCEC(pretrained=cae.model_, gamma=0.1, **kw).fit(X)
     assert np.array_equal(rec_only.cluster_centers_, rec_only.init_centers_)
@@ -277,8 +286,8 @@ def test_gamma_weights_the_clustering_term(cae, data):
 
 def test_seeded_fits_are_identical(data):
     X, _ = data
-    kw = dict(FAST_HEAD, max_iter=10, seed=1)
-    a = DCEC(pretrained=CAEEmbedding(epochs=2, batch_size=16, seed=1), **kw).fit(X)
+    kw = dict(FAST_HEAD, max_epochs=5, seed=1)
+    a = DCEC(pretrained=CAEEmbedding(steps=4, batch_size=16, seed=1), **kw).fit(X)
     b = clone(a).fit(X)
     assert np.array_equal(a.labels_, b.labels_)
     assert np.array_equal(a.cluster_centers_, b.cluster_centers_)
@@ -289,8 +298,8 @@ def test_seeded_fits_are_identical(data):
 
 def test_sklearn_clone_and_params(cae):
     for est in (
-        CAEEmbedding(embedding_dim=10, epochs=5),
-        DEC(pretrained=cae.model_, update_interval=7),
+        CAEEmbedding(embedding_dim=10, steps=5),
+        DEC(pretrained=cae.model_, update_epochs=7),
         DCEC(pretrained=cae, gamma=0.2),
         DCEC(gamma=0.1),
     ):
@@ -302,7 +311,7 @@ def test_sklearn_clone_and_params(cae):
             elif name != "pretrained":
                 assert c.get_params()[name] == value
     assert "gamma" not in DEC().get_params()
-    with pytest.raises(TypeError, match="CAE or CAEEmbedding"):
+    with pytest.raises(TypeError, match="pretrained must be an autoencoder"):
         DEC(pretrained="cae").fit(np.zeros((4, PX, PX), np.float32))
     with pytest.raises(ValueError, match="tol"):
         DEC(pretrained=cae.model_, tol=2.0).fit(np.zeros((4, PX, PX), np.float32))
@@ -318,16 +327,56 @@ def test_hyper_parameters_are_keyword_only():
     ("est", "message"),
     [
         (DEC(batch_size=0), "batch_size must be an integer >= 1, got 0"),
-        (DEC(max_iter=-1), "max_iter must be an integer >= 0, got -1"),
-        (DEC(update_interval=1.5), "update_interval must be an integer >= 1, got 1.5"),
+        (DEC(max_epochs=-1), r"max_epochs must be a finite number in \[0, inf\), got -1"),
+        (DEC(update_epochs=0), r"update_epochs must be a finite number in \(0, inf\), got 0"),
         (DEC(lr=0.0), r"lr must be a finite number in \(0, inf\), got 0.0"),
         (DEC(seed=True), "seed must be an integer >= 0, got True"),
         (DEC(verbose=1), "verbose must be bool, got 1"),
         (DCEC(gamma=-0.1), r"gamma must be a finite number in \[0, inf\), got -0.1"),
         (CAEEmbedding(embedding_dim=0), "embedding_dim must be an integer >= 1, got 0"),
-        (CAEEmbedding(epochs=-1), "epochs must be an integer >= 0, got -1"),
+        (CAEEmbedding(steps=-1), "steps must be an integer >= 0, got -1"),
     ],
 )
 def test_bad_hyper_parameters_are_refused_by_name(est, message):
     with pytest.raises(ValueError, match=message):
         est.fit(np.zeros((4, 32, 32), np.float32))
+
+
+# --------------------------------------------------------------------------- any autoencoder
+
+
+def test_schedule_is_in_epochs_whatever_the_cohort_size(cae, data):
+    """T and the cap scale with the data: 4x the images, 4x the iterations per epoch."""
+    X, _ = data
+    small = DEC(pretrained=cae.model_, **{**FAST_HEAD, "max_epochs": 0}).fit(X)
+    large = DEC(pretrained=cae.model_, **{**FAST_HEAD, "max_epochs": 0}).fit(np.tile(X, (4, 1, 1)))
+    assert (small.update_interval_, large.update_interval_) == (2, 8)
+    assert small._schedule(len(X)) == (2, 2, 0) and large._schedule(4 * len(X)) == (8, 8, 0)
+
+
+def test_any_autoencoder_plugs_into_the_heads():
+    """DEC and DCEC (IDEC) take an MLP autoencoder on flat vectors, DCN a user's module."""
+    from medclust.models import DCN, ConvAutoencoder
+    from medclust.models.autoencoders import MLPAutoencoder, pretrain
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 4, (3, 16))
+    X = np.concatenate([c + rng.normal(0, 1, (40, 16)) for c in centres]).astype(np.float32)
+    y = np.repeat([0, 1, 2], 40)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        ae = MLPAutoencoder((16, 32, 3))
+    hist = pretrain(ae, X, steps=60, batch_size=32, seed=0)
+    assert len(hist["step"]) == 15 and hist["best_step"] == 60
+    for head in (DEC(pretrained=ae, n_clusters=3, batch_size=32, max_epochs=20),
+                 DCEC(pretrained=ae, gamma=0.1, n_clusters=3, batch_size=32, max_epochs=20)):  # fmt: skip
+        head.fit(X)
+        assert head.transform(X).shape == (120, 3)
+        assert cluster_accuracy(y, head.predict(X)) > 0.9
+    assert DCEC(pretrained=ae, n_clusters=3, max_epochs=1).fit(X).reconstruct(X).shape == X.shape
+    dcn = DCN(pretrained=ae, n_clusters=3, epochs=5, batch_size=32).fit(X)
+    assert dcn.transform(X).shape == (120, 3) and cluster_accuracy(y, dcn.predict(X)) > 0.9
+    with pytest.raises(TypeError, match="pretrained must be an autoencoder"):
+        DCN(pretrained=torch.nn.Linear(3, 3), n_clusters=2).fit(np.zeros((8, 16, 16), np.float32))
+    with pytest.raises(ValueError, match="latent_dim=4"):  # the cDCN's network is still checked
+        DCN(pretrained=ConvAutoencoder(16, latent_dim=4)).fit(np.zeros((20, 16, 16), np.float32))

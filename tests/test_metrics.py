@@ -97,3 +97,17 @@ def test_silhouette_subsample_is_seeded():
     y = rng.integers(0, 3, 300)
     a = metrics.silhouette(X, y, sample_size=100, seed=3)
     assert a == metrics.silhouette(X, y, sample_size=100, seed=3)
+
+
+def test_bootstrap_interval_brackets_the_score_and_pools_seeds():
+    from medclust.metrics import bootstrap_interval, cluster_accuracy
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    noisy = np.where(rng.random(200) < 0.8, y, rng.integers(0, 3, 200))
+    lo, hi = bootstrap_interval(y, noisy, cluster_accuracy, n_boot=300)
+    assert lo < cluster_accuracy(y, noisy) < hi and hi - lo < 0.2
+    assert bootstrap_interval(y, [y, y], cluster_accuracy, n_boot=50) == (1.0, 1.0)
+    assert bootstrap_interval(y, noisy, cluster_accuracy, n_boot=300) == (lo, hi)  # seeded
+    with pytest.raises(ValueError, match="one label per sample"):
+        bootstrap_interval(y, [y[:10]], cluster_accuracy)

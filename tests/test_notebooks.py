@@ -108,9 +108,8 @@ SMOKE_CDCN = {
 
 SMOKE_CAE_DEC = {
     "image_px": 64,
-    "pretrain_epochs": 2,
-    "max_iter": 12,
-    "update_interval": 3,
+    "pretrain_steps": 8,
+    "max_epochs": 4.0,
     "n_seeds": 2,
     "sweep_dims": "3,5",
     "slices_per_volume": 4,

@@ -109,3 +109,29 @@ def internal_scores(X, labels, seed: int = 0) -> dict[str, float]:
         "silhouette": silhouette(X, labels, seed=seed),
         "davies_bouldin": davies_bouldin(X, labels),
     }
+
+
+def bootstrap_interval(
+    y_true, predictions, metric, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``mean_k metric(y_true, predictions[k])``.
+
+    ``predictions`` is one label array or a list of them (e.g. one per seed) for the same
+    samples; each of ``n_boot`` resamples draws the samples with replacement (the same draw for
+    every array) and scores the mean over the arrays, so the interval reflects the sampling of
+    the evaluation set. Returns the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles.
+    """
+    y = _as_labels(y_true, "y_true")
+    preds = [predictions] if np.ndim(predictions[0]) == 0 else list(predictions)
+    preds = [_as_labels(p, "y_pred") for p in preds]
+    if any(len(p) != len(y) for p in preds):
+        raise ValueError("every prediction must have one label per sample of y_true")
+    if not 0 < level < 1 or n_boot < 1:
+        raise ValueError(f"need 0 < level < 1 and n_boot >= 1, got {level}, {n_boot}")
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        stats[b] = np.mean([metric(y[idx], p[idx]) for p in preds])
+    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)

@@ -45,10 +45,10 @@ import torch
 from sklearn.base import TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
-from tqdm.auto import tqdm
 
+from medclust.models.autoencoders import pretrain
 from medclust.models.base import BASE_CONSTRAINTS, TorchEstimator
-from medclust.models.common import INFER_BATCH, as_image_batch, torch_numerics
+from medclust.models.common import INFER_BATCH, as_image_batch
 from medclust.validation import Int, Real, check_int
 
 log = logging.getLogger(__name__)
@@ -161,29 +161,28 @@ def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
-def epoch_order(seed: int, phase: int, epoch: int, n: int) -> np.ndarray:
-    """Sample order of one pass over the data, derived from ``(seed, phase, epoch)`` alone."""
-    return np.random.default_rng([int(seed), phase, epoch]).permutation(n)
-
-
 # --------------------------------------------------------------------------- estimators
 
 
 class CAEInference(TorchEstimator):
-    """Batched inference with a :class:`CAE` (or its encoder), shared by :class:`CAEEmbedding`
+    """Batched inference with a :class:`CAE` (or any autoencoder module), shared by :class:`CAEEmbedding`
     and the clustering heads of :mod:`medclust.models.dec`: eval mode and no gradients for the
     pass, batches of ``INFER_BATCH`` on the network's device, float32 out."""
 
     def _encode(self, model: nn.Module, Xn: np.ndarray) -> np.ndarray:
-        """Embeddings of ``Xn`` (from :func:`as_images`) by a :class:`CAE` or its ``encoder``."""
-        enc = model.encoder if isinstance(model, CAE) else model
-        with eval_mode(enc):
-            return self._batched(enc, Xn, device=next(enc.parameters()).device)
-
-    def _reconstruct(self, model: CAE, Xn: np.ndarray) -> np.ndarray:
-        """Reconstructions ``(n, 1, px, px)`` float32 of ``Xn`` by ``model``."""
+        """Embeddings of ``Xn`` by an autoencoder (any module with ``encode``, e.g. a
+        :class:`CAE`)."""
         with eval_mode(model):
-            return self._batched(lambda x: model(x)[1], Xn, device=next(model.parameters()).device)
+            return self._batched(model.encode, Xn, device=next(model.parameters()).device)
+
+    def _reconstruct(self, model: nn.Module, Xn: np.ndarray) -> np.ndarray:
+        """Reconstructions of ``Xn`` by an autoencoder, float32, shaped like ``Xn``."""
+        with eval_mode(model):
+            return self._batched(
+                lambda x: model.decode(model.encode(x)).reshape(x.shape),
+                Xn,
+                device=next(model.parameters()).device,
+            )
 
     def _reconstruction_mse(self, model: CAE, Xn: np.ndarray) -> float:
         """Mean squared error per pixel, Eq. 2.2 of the thesis divided by the number of pixels
@@ -196,10 +195,13 @@ class CAEInference(TorchEstimator):
             total += float(((self._reconstruct(model, xb).astype(np.float64) - xb) ** 2).sum())
         return total / Xn.size
 
-    def _reconstruct_like(self, model: CAE, X: Any) -> np.ndarray:
-        """:meth:`_reconstruct` shaped like ``X`` (``(n, px, px)`` or ``(n, 1, px, px)``)."""
-        rec = self._reconstruct(model, as_images(X))
-        return rec[:, 0] if np.ndim(X) == 3 else rec
+    def _input(self, X: Any) -> np.ndarray:
+        """``X`` as the network's input batch (:func:`as_images` for the CAE)."""
+        return as_images(X)
+
+    def _reconstruct_like(self, model: nn.Module, X: Any) -> np.ndarray:
+        """:meth:`_reconstruct` shaped like ``X`` (e.g. ``(n, px, px)`` or ``(n, 1, px, px)``)."""
+        return self._reconstruct(model, self._input(X)).reshape(np.shape(X))
 
 
 class CAEEmbedding(TransformerMixin, CAEInference):
@@ -207,15 +209,20 @@ class CAEEmbedding(TransformerMixin, CAEInference):
 
     Trains :class:`CAE` on the per-pixel MSE (Eq. 2.2) with Adam, the optimiser of the thesis
     (Sec. 2.2/2.3.3) and of DCEC's pretraining. Each epoch visits every image once in a fresh
-    random order (Keras' ``fit`` default, used by DCEC's reference code).
+    random order (Keras' ``fit`` default, used by DCEC's reference code); the length of the
+    pretraining is counted in optimiser steps, so it means the same on any cohort size (the
+    last epoch may be partial). With validation images the weights of the epoch with the lowest
+    validation MSE are kept (the thesis reports the "lowest values" of its curves, Fig. 3.4,
+    and checks for overfitting on them).
 
     Parameters
     ----------
     embedding_dim : int, default 3
         Size of the embedded layer: 3 in Tables 3.2-3.5, 10 and 30 in Table 3.6.
-    epochs : int, default 200
-        Pretraining epochs. Not given in the thesis; 200 is DCEC's (Guo et al. 2017,
-        experimental setup, and the reference code's ``pretrain(epochs=200)``).
+    steps : int, default 54800
+        Adam steps of pretraining. Not given in the thesis; DCEC's reference code pretrains
+        200 epochs of batches of 256 on MNIST's 70,000 images (Guo et al. 2017, experimental
+        setup; ``pretrain(epochs=200)``): 200 x 274 = 54,800 steps.
     batch_size : int, default 256
         Not given in the thesis; DCEC's (Guo et al. 2017) and DEC's (Xie et al. 2016).
     lr : float, default 1e-3
@@ -233,18 +240,22 @@ class CAEEmbedding(TransformerMixin, CAEInference):
 
     Attributes
     ----------
-    model_ : CAE -- the trained network (eval mode).
-    history_ : dict -- ``"train"``: per epoch, the mean of the minibatch MSEs seen during the
-        epoch (weighted by batch size; Keras' ``loss``); ``"val"``: per epoch, the MSE of
-        ``X_val`` after the epoch (Keras' ``val_loss``; empty without ``X_val``). Fig. 3.4.
-    n_iter_ : int -- optimiser steps taken.
+    model_ : CAE -- the trained network (eval mode): the best-validation weights when
+        ``X_val`` was given, else the last ones.
+    history_ : dict of lists, one entry per (possibly partial) epoch -- ``"step"``: optimiser
+        steps done at its end; ``"train"``: the mean of the minibatch MSEs seen during it
+        (weighted by batch size; Keras' ``loss``); ``"val"``: the MSE of ``X_val`` after it
+        (Keras' ``val_loss``; empty without ``X_val``). Fig. 3.4.
+    n_iter_ : int -- optimiser steps taken (= ``steps``).
+    best_step_ : int -- the step whose weights ``model_`` holds.
+    best_val_mse_ : float -- the validation MSE of ``model_`` (NaN without ``X_val``).
     device_ : torch.device
     """
 
     _constraints = {
         **BASE_CONSTRAINTS,
         "embedding_dim": Int(1),
-        "epochs": Int(0),
+        "steps": Int(0),
         "batch_size": Int(1),
         "lr": Real(0, low_open=True),
     }
@@ -253,7 +264,7 @@ class CAEEmbedding(TransformerMixin, CAEInference):
         self,
         *,
         embedding_dim: int = 3,
-        epochs: int = 200,
+        steps: int = 54_800,
         batch_size: int = 256,
         lr: float = 1e-3,
         seed: int = 0,
@@ -261,7 +272,7 @@ class CAEEmbedding(TransformerMixin, CAEInference):
         verbose: bool = False,
     ) -> None:
         self.embedding_dim = embedding_dim
-        self.epochs = epochs
+        self.steps = steps
         self.batch_size = batch_size
         self.lr = lr
         self.seed = seed
@@ -269,12 +280,14 @@ class CAEEmbedding(TransformerMixin, CAEInference):
         self.verbose = verbose
 
     def fit(self, X: Any, y: Any = None, X_val: Any = None) -> CAEEmbedding:
-        """Pretrain the CAE on ``X``; ``X_val`` (optional) is only evaluated, after each epoch.
-        ``y`` is ignored."""
+        """Pretrain the CAE on ``X``; ``X_val`` (optional) is only evaluated, after each epoch,
+        to keep the best weights. ``y`` is ignored."""
         Xn = as_images(X)
         Xv = None if X_val is None else as_images(X_val)
         if Xv is not None and Xv.shape[1:] != Xn.shape[1:]:
             raise ValueError(f"X_val images have shape {Xv.shape[1:]}, X has {Xn.shape[1:]}")
+        if Xv is not None and len(Xv) == 0:
+            Xv = None
         self._validate_params()
         if len(Xn) == 0:
             raise ValueError("X has no images")
@@ -282,41 +295,15 @@ class CAEEmbedding(TransformerMixin, CAEInference):
         with self._seeded():  # the caller's torch random stream is left untouched
             model = CAE(int(self.embedding_dim), Xn.shape[2])
         model.to(self.device_)
-        with torch_numerics():
-            hist, steps = self._train(model, Xn, Xv)
-        self.model_ = model.eval()
+        hist = pretrain(
+            model, Xn, Xv, steps=int(self.steps), batch_size=int(self.batch_size),
+            lr=float(self.lr), seed=int(self.seed), verbose=self.verbose,
+        )  # fmt: skip
+        self.best_step_, self.best_val_mse_ = hist.pop("best_step"), hist.pop("best_val")
         self.history_ = hist
-        self.n_iter_ = steps
+        self.model_ = model.eval()
+        self.n_iter_ = int(self.steps)
         return self
-
-    def _train(self, model: CAE, Xn: np.ndarray, Xv: np.ndarray | None):
-        Xt = torch.from_numpy(Xn).to(self.device_)
-        opt = torch.optim.Adam(model.parameters(), lr=float(self.lr))
-        hist: dict[str, list[float]] = {"train": [], "val": []}
-        n, bs, steps = len(Xn), int(self.batch_size), 0
-        bar = tqdm(range(int(self.epochs)), desc="CAE pretrain", disable=not self.verbose)
-        for epoch in bar:
-            model.train()
-            order = torch.from_numpy(epoch_order(self.seed, 0, epoch, n)).to(self.device_)
-            total = 0.0
-            for a in range(0, n, bs):
-                xb = Xt[order[a : a + bs]]
-                loss = ((model(xb)[1] - xb) ** 2).mean()
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(xb)
-                steps += 1
-            hist["train"].append(total / n)
-            if Xv is not None:
-                hist["val"].append(self._reconstruction_mse(model, Xv))
-            val = hist["val"][-1] if hist["val"] else float("nan")
-            bar.set_postfix(train=f"{hist['train'][-1]:.5f}", val=f"{val:.5f}")
-            log.info(
-                "CAE epoch %d/%d: train mse %.6f, val mse %.6f",
-                epoch + 1, self.epochs, hist["train"][-1], val,
-            )  # fmt: skip
-        return hist, steps
 
     def transform(self, X: Any) -> np.ndarray:
         """Embeddings ``(n, embedding_dim)`` float32 (the embedded layer of Table 3.2)."""

@@ -49,6 +49,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from medclust.models import conv_autoencoder
+from medclust.models.autoencoders import as_batch, check_autoencoder
 from medclust.models.base import BASE_CONSTRAINTS, TorchEstimator
 from medclust.models.common import INFER_BATCH, as_image_batch, torch_numerics
 from medclust.models.conv_autoencoder import ConvAutoencoder, Upsample2x
@@ -159,9 +160,11 @@ class DCN(ClusterMixin, TransformerMixin, TorchEstimator):
         which makes the centroids nearly static for large data sets.
     kmeans_n_init : int, default 10
         Restarts of the k-means initialisation.
-    pretrained : ConvAutoencoder or None
-        An already pretrained autoencoder (e.g. another fit's ``pretrained_autoencoder_``). It
-        is deep-copied and pretraining is skipped (``pretrain_epochs`` is ignored).
+    pretrained : nn.Module or None
+        An already pretrained autoencoder (e.g. another fit's ``pretrained_autoencoder_``): the
+        cDCN's ``ConvAutoencoder`` or any module with ``encode(x)`` and ``decode(z)``
+        (:mod:`medclust.models.autoencoders`, e.g. ``MLPAutoencoder`` on flat vectors). It is
+        deep-copied and pretraining is skipped (``pretrain_epochs`` is ignored).
     seed : int, default 0
         Seeds weight initialisation, the per-epoch sample order (epoch ``e`` of phase ``p`` uses
         ``numpy.random.default_rng([seed, p, e])``, so a resumed fit needs no saved RNG state)
@@ -223,7 +226,7 @@ class DCN(ClusterMixin, TransformerMixin, TorchEstimator):
         lr: float = 1e-3,
         init_count: int | str = 100,
         kmeans_n_init: int = 10,
-        pretrained: ConvAutoencoder | None = None,
+        pretrained: torch.nn.Module | None = None,
         seed: int = 0,
         device: str = "cpu",
         checkpoint_dir: str | os.PathLike | None = None,
@@ -246,9 +249,14 @@ class DCN(ClusterMixin, TransformerMixin, TorchEstimator):
 
     # ----------------------------------------------------------------- public API
 
+    def _input(self, X: Any) -> np.ndarray:
+        """Image patches for the cDCN's network, any float array for a user's autoencoder."""
+        net = getattr(self, "autoencoder_", self.pretrained)
+        return as_image_batch(X) if net is None or isinstance(net, ConvAutoencoder) else as_batch(X)
+
     def fit(self, X: Any, y: Any = None) -> DCN:
         """Pretrain (unless ``pretrained``), initialise by k-means, then train jointly."""
-        Xn = as_image_batch(X)
+        Xn = self._input(X)
         self._validate(Xn)
         self._select_device()
         with torch_numerics():
@@ -258,7 +266,7 @@ class DCN(ClusterMixin, TransformerMixin, TorchEstimator):
     def transform(self, X: Any) -> np.ndarray:
         """Latent codes ``f(x)``, shape ``(n, latent_dim)`` float32."""
         check_is_fitted(self, "autoencoder_")
-        return self._encode(self.autoencoder_, as_image_batch(X))
+        return self._encode(self.autoencoder_, self._input(X))
 
     def predict(self, X: Any) -> np.ndarray:
         """Label of the nearest centroid of ``cluster_centers_`` in the latent space."""
@@ -267,7 +275,7 @@ class DCN(ClusterMixin, TransformerMixin, TorchEstimator):
     def pretrained_embedding(self, X: Any) -> np.ndarray:
         """Latent codes of the network as it was after pretraining (before joint training)."""
         check_is_fitted(self, "pretrained_autoencoder_")
-        return self._encode(self.pretrained_autoencoder_, as_image_batch(X))
+        return self._encode(self.pretrained_autoencoder_, self._input(X))
 
     @staticmethod
     def nearest(Z: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -291,10 +299,10 @@ class DCN(ClusterMixin, TransformerMixin, TorchEstimator):
         if len(Xn) < self.n_clusters:
             raise ValueError(f"{len(Xn)} samples cannot form n_clusters={self.n_clusters} clusters")
         if self.pretrained is not None:
-            p = self.pretrained
-            if not isinstance(p, ConvAutoencoder):
-                raise TypeError(f"pretrained must be a ConvAutoencoder, got {type(p).__name__}")
-            if p.latent_dim != self.latent_dim or p.in_px != Xn.shape[2]:
+            p = check_autoencoder(self.pretrained)
+            if isinstance(p, ConvAutoencoder) and (
+                p.latent_dim != self.latent_dim or p.in_px != Xn.shape[2]
+            ):
                 raise ValueError(
                     f"pretrained autoencoder has latent_dim={p.latent_dim}, in_px={p.in_px}; "
                     f"expected {self.latent_dim}, {Xn.shape[2]}"
@@ -315,7 +323,7 @@ class DCN(ClusterMixin, TransformerMixin, TorchEstimator):
         h.update(Xn.tobytes())
         return h.hexdigest()
 
-    def _new_model(self, in_px: int) -> ConvAutoencoder:
+    def _new_model(self, in_px: int | None) -> torch.nn.Module:
         if self.pretrained is not None:
             return copy.deepcopy(self.pretrained).to(self.device_)
         # forked RNG: seeding must not disturb the caller's global torch random stream
@@ -341,7 +349,7 @@ class DCN(ClusterMixin, TransformerMixin, TorchEstimator):
         order = torch.from_numpy(self._order(0, epoch, n)).to(Xt.device)
         for a in range(0, n, self.batch_size):
             xb = Xt[order[a : a + self.batch_size]]
-            _, rec = model(xb)
+            rec = model.decode(model.encode(xb)).reshape(xb.shape)
             loss = ((rec - xb) ** 2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -360,7 +368,8 @@ class DCN(ClusterMixin, TransformerMixin, TorchEstimator):
             idx = order[a : a + self.batch_size]
             xb = Xt[idx]
             # (a) network step with M and s_i fixed (Algorithm 1, Yang et al.)
-            z, rec = model(xb)
+            z = model.encode(xb)
+            rec = model.decode(z).reshape(xb.shape)
             rec_l = ((rec - xb) ** 2).flatten(1).mean(1)
             clu_l = half_lambda * ((z - st["centers"][st["assign"][idx]]) ** 2).sum(1)
             loss = (rec_l + clu_l).mean()
@@ -406,7 +415,7 @@ class DCN(ClusterMixin, TransformerMixin, TorchEstimator):
             path = Path(self.checkpoint_dir) / f"dcn-{key[:20]}.pt"
         ck = self._load(path, key)
         Xt = torch.from_numpy(Xn).to(self.device_)
-        model = self._new_model(Xn.shape[2])
+        model = self._new_model(Xn.shape[2] if Xn.ndim == 4 else None)
         n_pre = 0 if self.pretrained is not None else int(self.pretrain_epochs)
 
         def save(phase: str, epoch: int, opt, extra: dict) -> None:

@@ -9,15 +9,19 @@ DEC Eq. 1), the target distribution ``p_ij`` (DEC Eq. 3) and the clustering loss
 
 Training (thesis Sec. 2.2 "Initialization and optimization" and 2.3.3; DCEC's ``fit``):
 
-1. take a pretrained :class:`~medclust.models.cae.CAE` (pretraining = ``gamma = 0``);
+1. take a pretrained autoencoder (pretraining = ``gamma = 0``): the thesis'
+   :class:`~medclust.models.cae.CAE` by default, or any module with ``encode`` / ``decode``
+   (:mod:`medclust.models.autoencoders`);
 2. k-means (``n_init = 20``, DEC Sec. 3.2 / the reference code) on the embeddings of all
    training images gives the initial centres ``mu_j`` and labels (the "k-means + CAE" row of
    Tables 3.4 and 3.6, kept as ``init_labels_``);
-3. every ``update_interval`` = T optimiser iterations, ``Q`` is computed on the *whole* training
-   set, ``P`` is recomputed from it and held fixed until the next update; the labels
-   ``argmax_j q_ij`` are compared with those of the previous update (the k-means labels at the
-   first) and training stops once the fraction that changed is below ``tol`` (DEC Sec. 3,
-   thesis Sec. 2.2/2.3.3), or after ``max_iter`` iterations;
+3. every T optimiser iterations (``update_epochs`` of an epoch), ``Q`` is computed on the
+   *whole* training set, ``P`` is recomputed from it and held fixed until the next update; the
+   labels ``argmax_j q_ij`` are compared with those of the previous update (the k-means labels
+   at the first) and training stops once the fraction that changed is below ``tol`` (DEC Sec.
+   3, thesis Sec. 2.2/2.3.3), or after ``max_epochs`` epochs. Both are in epochs so that they
+   mean the same on any cohort size; the references' iteration counts (T = 140, 2e4 at batch
+   256 on MNIST's 70,000 images) are 0.5 and 73 epochs;
 4. between updates, Adam (thesis Sec. 2.2 and 2.3.3) steps on minibatches of the loss, jointly
    on the network weights and the centres ``mu_j`` (the clustering layer's weights).
 
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -53,8 +58,9 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
+from medclust.models.autoencoders import as_batch, check_autoencoder, epoch_order
 from medclust.models.base import BASE_CONSTRAINTS
-from medclust.models.cae import CAE, CAEEmbedding, CAEInference, as_images, epoch_order
+from medclust.models.cae import CAE, CAEEmbedding, CAEInference, as_images
 from medclust.models.common import INFER_BATCH, torch_numerics
 from medclust.models.dec_equations import (
     joint_loss,
@@ -85,9 +91,9 @@ class _KLClustering(ClusterMixin, TransformerMixin, CAEInference):
     _constraints = {
         **BASE_CONSTRAINTS,
         "n_clusters": Int(1),
-        "update_interval": Int(1),
+        "update_epochs": Real(0, low_open=True),
         "tol": Real(0, 1),
-        "max_iter": Int(0),
+        "max_epochs": Real(0),
         "batch_size": Int(1),
         "lr": Real(0, low_open=True),
         "alpha": Real(0, low_open=True),
@@ -98,10 +104,10 @@ class _KLClustering(ClusterMixin, TransformerMixin, CAEInference):
         self,
         *,
         n_clusters: int = 3,
-        pretrained: CAE | CAEEmbedding | None = None,
-        update_interval: int = 140,
+        pretrained: nn.Module | CAEEmbedding | None = None,
+        update_epochs: float = 0.5,
         tol: float = 1e-3,
-        max_iter: int = 20000,
+        max_epochs: float = 73.0,
         batch_size: int = 256,
         lr: float = 1e-3,
         alpha: float = 1.0,
@@ -112,9 +118,9 @@ class _KLClustering(ClusterMixin, TransformerMixin, CAEInference):
     ) -> None:
         self.n_clusters = n_clusters
         self.pretrained = pretrained
-        self.update_interval = update_interval
+        self.update_epochs = update_epochs
         self.tol = tol
-        self.max_iter = max_iter
+        self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
         self.alpha = alpha
@@ -127,9 +133,9 @@ class _KLClustering(ClusterMixin, TransformerMixin, CAEInference):
 
     def fit(self, X: Any, y: Any = None) -> _KLClustering:
         """Pretrain if needed, initialise by k-means, then self-train until ``tol`` or
-        ``max_iter``. ``y`` is ignored."""
-        Xn = as_images(X)
-        self._validate(Xn)
+        ``max_epochs``. ``y`` is ignored."""
+        self._validate_params()
+        Xn = self._input(X)
         self._select_device()
         with torch_numerics():
             self._fit(Xn)
@@ -141,19 +147,19 @@ class _KLClustering(ClusterMixin, TransformerMixin, CAEInference):
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Soft assignments ``q`` (DEC Eq. 1), ``(n, n_clusters)`` float32."""
-        check_is_fitted(self, "encoder_")
+        check_is_fitted(self, "autoencoder_")
         return self._soft(self.transform(X))
 
     def transform(self, X: Any) -> np.ndarray:
         """Embeddings of the fine-tuned encoder, ``(n, embedding_dim)`` float32."""
-        check_is_fitted(self, "encoder_")
-        return self._encode(self.encoder_, as_images(X))
+        check_is_fitted(self, "autoencoder_")
+        return self._encode(self.autoencoder_, self._input(X))
 
     def pretrained_embedding(self, X: Any) -> np.ndarray:
-        """Embeddings of the CAE as it was before clustering (the "k-means + CAE" features;
-        label them with ``KMeans``-style nearest ``init_centers_``)."""
+        """Embeddings of the autoencoder as it was before clustering (the "k-means + CAE"
+        features; label them with ``KMeans``-style nearest ``init_centers_``)."""
         check_is_fitted(self, "pretrained_model_")
-        return self._encode(self.pretrained_model_, as_images(X))
+        return self._encode(self.pretrained_model_, self._input(X))
 
     def kl_divergence(self, X: Any) -> float:
         """``KL(P || Q)`` on ``X``, ``P`` the target distribution of ``X``'s own ``Q`` (the
@@ -163,6 +169,14 @@ class _KLClustering(ClusterMixin, TransformerMixin, CAEInference):
 
     # ----------------------------------------------------------------- internals
 
+    def _uses_cae(self) -> bool:
+        """Whether the network is the thesis' CAE (images checked by ``as_images``)."""
+        net = getattr(self, "autoencoder_", self.pretrained)
+        return net is None or isinstance(net, CAE | CAEEmbedding)
+
+    def _input(self, X: Any) -> np.ndarray:
+        return as_images(X) if self._uses_cae() else as_batch(X)
+
     def _soft(self, Z: np.ndarray) -> np.ndarray:
         c = torch.from_numpy(np.ascontiguousarray(self.cluster_centers_, dtype=np.float32))
         return self._batched(
@@ -171,31 +185,31 @@ class _KLClustering(ClusterMixin, TransformerMixin, CAEInference):
             device=torch.device("cpu"),
         )
 
-    def _validate(self, Xn: np.ndarray) -> None:
-        self._validate_params()
-        if len(Xn) < self.n_clusters:
-            raise ValueError(f"{len(Xn)} images cannot form n_clusters={self.n_clusters} clusters")
+    def _autoencoder(self, Xn: np.ndarray) -> tuple[nn.Module, dict | None]:
+        """A fresh copy of the pretrained autoencoder (pretrained here when needed) and its
+        pretraining history, if known."""
         p = self.pretrained
-        if p is not None and not isinstance(p, CAE | CAEEmbedding):
-            raise TypeError(f"pretrained must be a CAE or CAEEmbedding, got {type(p).__name__}")
-
-    def _pretrain(self, Xn: np.ndarray) -> tuple[CAE, dict | None]:
-        """The pretrained CAE (a fresh copy) and its pretraining history, if known."""
-        p = self.pretrained
-        if isinstance(p, CAE):
-            cae, hist = p, None
-        elif isinstance(p, CAEEmbedding) and hasattr(p, "model_"):
-            cae, hist = p.model_, p.history_
-        else:  # None or an unfitted CAEEmbedding: pretrain here, on the same data
+        if isinstance(p, CAEEmbedding) and hasattr(p, "model_"):
+            net, hist = p.model_, p.history_
+        elif p is None or isinstance(p, CAEEmbedding):  # pretrain here, on the same data
             est = CAEEmbedding(seed=self.seed, device=self.device) if p is None else clone(p)
             if p is None:
                 est.set_params(batch_size=self.batch_size, lr=self.lr, verbose=self.verbose)
             log.info("%s: pretraining %r", self._name, est)
             est.fit(Xn)
-            cae, hist = est.model_, est.history_
-        if cae.in_px != Xn.shape[2]:
-            raise ValueError(f"pretrained CAE takes {cae.in_px} px images, X has {Xn.shape[2]}")
-        return copy.deepcopy(cae).to(self.device_), hist
+            net, hist = est.model_, est.history_
+        else:
+            net, hist = check_autoencoder(p), None
+        if isinstance(net, CAE) and net.in_px != Xn.shape[2]:
+            raise ValueError(f"pretrained CAE takes {net.in_px} px images, X has {Xn.shape[2]}")
+        if len(Xn) < self.n_clusters:
+            raise ValueError(f"{len(Xn)} samples cannot form n_clusters={self.n_clusters} clusters")
+        return copy.deepcopy(net).to(self.device_), hist
+
+    def _forward(self, net: nn.Module, xb: torch.Tensor):
+        """Embedding and, with a decoder, the reconstruction (shaped like ``xb``)."""
+        z = net.encode(xb)
+        return z, (net.decode(z).reshape(xb.shape) if self._keep_decoder else None)
 
     def _full_pass(self, net: nn.Module, centers: torch.Tensor, Xt: torch.Tensor):
         """``q`` on the whole set and, with a decoder, the summed squared reconstruction error."""
@@ -204,42 +218,47 @@ class _KLClustering(ClusterMixin, TransformerMixin, CAEInference):
         with torch.no_grad():
             for a in range(0, len(Xt), INFER_BATCH):
                 xb = Xt[a : a + INFER_BATCH]
-                if self._keep_decoder:
-                    z, rec = net(xb)
+                z, rec = self._forward(net, xb)
+                if rec is not None:
                     sse += float(((rec.double() - xb.double()) ** 2).sum())
-                else:
-                    z = net(xb)
                 qs.append(log_soft_assignment(z, centers, float(self.alpha)).exp())
         net.train()
         return torch.cat(qs), sse
 
     def _loss(self, net: nn.Module, xb: torch.Tensor, pb: torch.Tensor, centers: torch.Tensor):
-        if self._keep_decoder:
-            z, rec = net(xb)
-            q = log_soft_assignment(z, centers, float(self.alpha)).exp()
+        z, rec = self._forward(net, xb)
+        q = log_soft_assignment(z, centers, float(self.alpha)).exp()
+        if rec is not None:
             return joint_loss(xb, rec, pb, q, float(self.gamma))[0]
-        q = log_soft_assignment(net(xb), centers, float(self.alpha)).exp()
         return kl_divergence(pb, q)
 
+    def _schedule(self, n: int) -> tuple[int, int, int]:
+        """Iterations per epoch, between target updates (T) and at most, for ``n`` samples."""
+        per_epoch = math.ceil(n / int(self.batch_size))
+        T = max(1, round(float(self.update_epochs) * per_epoch))
+        return per_epoch, T, math.ceil(float(self.max_epochs) * per_epoch)
+
     def _fit(self, Xn: np.ndarray) -> None:
-        cae, pre_hist = self._pretrain(Xn)
-        self.pretrained_model_ = copy.deepcopy(cae).eval()
+        net, pre_hist = self._autoencoder(Xn)
+        self.pretrained_model_ = copy.deepcopy(net).eval()
         self.pretrain_history_ = pre_hist
-        n, T, bs = len(Xn), int(self.update_interval), int(self.batch_size)
-        max_iter = int(self.max_iter)
+        n, bs = len(Xn), int(self.batch_size)
+        per_epoch, T, max_iter = self._schedule(n)
+        self.update_interval_, self.max_iter_ = T, max_iter
 
         # ---- initialisation: k-means on the pretrained embedding (DEC Sec. 3.2)
-        Z0 = self._encode(cae, Xn)
+        Z0 = self._encode(net, Xn)
         km = KMeans(int(self.n_clusters), n_init=int(self.kmeans_n_init), random_state=self.seed)
         km.fit(Z0)
         self.init_labels_ = km.labels_.astype(np.int64)
         self.init_centers_ = km.cluster_centers_.astype(np.float32)
         self.init_inertia_ = float(km.inertia_)
-        log.info("%s: k-means initialisation, inertia %.5g", self._name, km.inertia_)
+        log.info("%s: k-means initialisation, inertia %.5g; T = %d of %d iterations per epoch",
+                 self._name, km.inertia_, T, per_epoch)  # fmt: skip
 
-        net: nn.Module = cae if self._keep_decoder else cae.encoder  # DEC drops the decoder
         net.train()
         centers = nn.Parameter(torch.from_numpy(self.init_centers_.copy()).to(self.device_))
+        # DEC: the decoder gets no gradient, so Adam leaves it as it is (the thesis drops it)
         opt = torch.optim.Adam([*net.parameters(), centers], lr=float(self.lr))
         Xt = torch.from_numpy(Xn).to(self.device_)
 
@@ -298,19 +317,17 @@ class _KLClustering(ClusterMixin, TransformerMixin, CAEInference):
         bar.close()
 
         # ---- fitted attributes
-        net.eval()
-        cae.eval()
-        self.encoder_ = cae.encoder
-        if self._keep_decoder:
-            self.autoencoder_ = cae
+        self.autoencoder_ = net.eval()
         self.cluster_centers_ = centers.detach().cpu().numpy().astype(np.float32)
         self.labels_ = last.cpu().numpy().astype(np.int64)
         self.history_ = hist
         self.n_iter_ = it
+        self.n_epochs_ = it / per_epoch
         self.converged_ = converged
         self.kl_ = hist["kl"][-1]
         if not converged:
-            log.warning("%s stopped at max_iter=%d before reaching tol", self._name, max_iter)
+            log.warning("%s stopped at max_epochs=%g (%d iterations) before reaching tol",
+                        self._name, self.max_epochs, max_iter)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the heads
@@ -326,25 +343,29 @@ class DEC(_KLClustering):
     ----------
     n_clusters : int, default 3
         CT / MRI / PET (thesis Sec. 3.1).
-    pretrained : CAE, CAEEmbedding or None
-        The pretrained autoencoder. A :class:`CAE` (e.g. ``CAEEmbedding.model_``) or a fitted
-        :class:`CAEEmbedding` is deep-copied and left untouched; an unfitted
+    pretrained : nn.Module, CAEEmbedding or None
+        The pretrained autoencoder: any ``nn.Module`` with ``encode(x)`` and ``decode(z)``
+        (:class:`CAE`, e.g. ``CAEEmbedding.model_``, the cDCN's ``ConvAutoencoder``,
+        :class:`~medclust.models.autoencoders.MLPAutoencoder`, a user's network) or a fitted
+        :class:`CAEEmbedding`, deep-copied and left untouched; an unfitted
         :class:`CAEEmbedding` is cloned and fitted on ``X``; ``None`` pretrains
         ``CAEEmbedding(seed=seed, batch_size=batch_size, lr=lr)`` (embedding dimension 3) on
-        ``X``. Note that ``sklearn.base.clone`` turns a fitted :class:`CAEEmbedding` into an
-        unfitted one (so the clone pretrains again); pass the :class:`CAE` module to share one
-        pretrained network between clones.
-    update_interval : int, default 140
-        T, iterations between target updates. The thesis uses "every T iterations" without a
-        value; 140 is DCEC's (experimental setup and reference code) and IDEC's for MNIST,
-        where it is half an epoch. With the thesis' 693 training images and batches of 256 it
-        is 52 epochs; a value near one epoch (3 iterations) is the closer analogue.
+        ``X``. Inputs go through ``as_images`` for the CAE, as any float array otherwise.
+        Note that ``sklearn.base.clone`` turns a fitted :class:`CAEEmbedding` into an unfitted
+        one (so the clone pretrains again); pass the module to share one pretrained network
+        between clones.
+    update_epochs : float, default 0.5
+        Epochs between target updates (T = ``round(update_epochs * ceil(n / batch_size))``
+        iterations, at least 1; ``update_interval_``). The thesis uses "every T iterations"
+        without a value; DCEC's and IDEC's T = 140 iterations at batch 256 on MNIST's 70,000
+        images is 0.51 epochs.
     tol : float, default 0.001
         Stop when fewer than this fraction of labels change between two target updates
         (thesis Sec. 2.2 "tol%" without a value; 0.1 % is the value of DEC's and DCEC's
         experiments and ``tol=0.001`` in DCEC's and IDEC's reference code).
-    max_iter : int, default 20000
-        Iteration cap (DCEC's and IDEC's reference code, ``maxiter=2e4``).
+    max_epochs : float, default 73
+        Cap in epochs (``max_iter_`` iterations): DCEC's and IDEC's ``maxiter=2e4`` at batch
+        256 on 70,000 images is 73 epochs.
     batch_size : int, default 256
         Not in the thesis; DEC's and DCEC's.
     lr : float, default 0.001
@@ -376,10 +397,11 @@ class DEC(_KLClustering):
         iterations since the previous update, NaN for the first); for DCEC also
         ``reconstruction`` (per-pixel MSE on the whole training set).
     kl_ : float -- ``history_["kl"][-1]``, the "KL div" of Tables 3.5-3.6.
-    n_iter_ : int -- optimiser iterations run.
-    converged_ : bool -- whether the ``tol`` criterion stopped training (else ``max_iter``).
-    encoder_ : nn.Sequential -- the fine-tuned encoder.
-    pretrained_model_ : CAE -- a copy of the CAE before clustering.
+    n_iter_ : int -- optimiser iterations run; ``n_epochs_`` the same in epochs.
+    update_interval_, max_iter_ : int -- T and the cap in iterations for the fitted data.
+    converged_ : bool -- whether the ``tol`` criterion stopped training (else ``max_epochs``).
+    autoencoder_ : nn.Module -- the fine-tuned network (DEC: its decoder is not trained).
+    pretrained_model_ : nn.Module -- a copy of the network before clustering.
     pretrain_history_ : dict or None -- ``CAEEmbedding.history_`` of the pretraining, if known.
     device_ : torch.device
     """
@@ -405,9 +427,9 @@ class DCEC(_KLClustering):
 
     Attributes
     ----------
-    As :class:`DEC`, plus ``autoencoder_`` (the fine-tuned :class:`CAE`; its ``encoder`` is
-    ``encoder_``), ``history_["reconstruction"]`` and ``reconstruction_mse_`` (per-pixel MSE
-    on the training set at the stop, the "MSE error" of Tables 3.5-3.6).
+    As :class:`DEC` (``autoencoder_`` with a fine-tuned decoder), plus
+    ``history_["reconstruction"]`` and ``reconstruction_mse_`` (per-pixel MSE on the training
+    set at the stop, the "MSE error" of Tables 3.5-3.6).
     """
 
     _keep_decoder = True
@@ -418,11 +440,11 @@ class DCEC(_KLClustering):
         self,
         *,
         n_clusters: int = 3,
-        pretrained: CAE | CAEEmbedding | None = None,
+        pretrained: nn.Module | CAEEmbedding | None = None,
         gamma: float = 0.01,
-        update_interval: int = 140,
+        update_epochs: float = 0.5,
         tol: float = 1e-3,
-        max_iter: int = 20000,
+        max_epochs: float = 73.0,
         batch_size: int = 256,
         lr: float = 1e-3,
         alpha: float = 1.0,
@@ -432,8 +454,8 @@ class DCEC(_KLClustering):
         verbose: bool = False,
     ) -> None:
         super().__init__(
-            n_clusters=n_clusters, pretrained=pretrained, update_interval=update_interval,
-            tol=tol, max_iter=max_iter, batch_size=batch_size, lr=lr, alpha=alpha,
+            n_clusters=n_clusters, pretrained=pretrained, update_epochs=update_epochs,
+            tol=tol, max_epochs=max_epochs, batch_size=batch_size, lr=lr, alpha=alpha,
             kmeans_n_init=kmeans_n_init, seed=seed, device=device, verbose=verbose,
         )  # fmt: skip
         self.gamma = gamma
@@ -451,4 +473,4 @@ class DCEC(_KLClustering):
     def reconstruction_mse(self, X: Any) -> float:
         """Per-pixel MSE of the fine-tuned CAE on ``X`` (the "MSE error" of Table 3.5)."""
         check_is_fitted(self, "autoencoder_")
-        return self._reconstruction_mse(self.autoencoder_, as_images(X))
+        return self._reconstruction_mse(self.autoencoder_, self._input(X))

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib.ticker import FixedFormatter, FixedLocator, NullFormatter
 from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.metrics import pairwise_distances_argmin
 from umap import UMAP
@@ -35,24 +37,37 @@ INT_PARAMS = (
     "image_px",
     "slices_per_volume",
     "embedding_dim",
-    "pretrain_epochs",
+    "pretrain_steps",
     "pretrain_batch_size",
     "batch_size",
-    "update_interval",
-    "max_iter",
     "n_seeds",
 )
-#: Rows of Tables 3.4-3.5 (and of the per-seed results), in this order, and their labels.
-ORDER = ["kmeans_cae", "dec", "dcec", "idec", "raw_kmeans"]
+#: Rows of Tables 3.4-3.5 (and of the per-seed results), in this order, and their labels:
+#: the floor, the thesis' three methods, IDEC, the classical baselines and the ceiling.
+ORDER = [
+    "one_cluster",
+    "kmeans_cae",
+    "dec",
+    "dcec",
+    "idec",
+    "pca_kmeans",
+    "raw_kmeans",
+    "true_classes",
+]
 NAMES = {
+    "one_cluster": "one cluster (floor; MSE: the mean image)",
     "kmeans_cae": "k-means + CAE",
     "dec": "DEC",
     "dcec": "DCEC",
     "idec": "IDEC (gamma 0.1)",
+    "pca_kmeans": "k-means on PCA-d pixels (MSE: PCA-d reconstruction)",
     "raw_kmeans": "k-means on raw pixels",
+    "true_classes": "true modality (ceiling)",
 }
+#: The deep heads (they have iterations, convergence and KL divergence).
+HEADS = ["dec", "dcec", "idec"]
 #: The methods of the thesis' embedding-dimension sweep (Table 3.6).
-SWEEP_METHODS = ["kmeans_cae", "dec", "dcec"]
+SWEEP_METHODS = ["kmeans_cae", "dec", "dcec", "pca_kmeans"]
 #: Test ACC / NMI of the thesis: Tables 3.4-3.5 (dimension 3) and 3.6 (10, 30).
 THESIS = {
     ("kmeans_cae", 3): (0.622, 0.392),
@@ -73,7 +88,9 @@ HEADLINE = {
     "dcec": "acc.dcec",
     "idec": "acc.idec",
     "km_cae": "acc.kmeans_cae",
+    "km_pca": "acc.pca_kmeans",
     "km_raw": "acc.raw_kmeans",
+    "converged": "converged_fraction",
 }
 
 
@@ -239,15 +256,43 @@ def head_images(
     return out
 
 
-def raw_pixel_kmeans(images: HeadImages, seeds: Iterable[int]) -> dict[int, np.ndarray]:
-    """The classical baseline: k-means (10 restarts) on the raw pixels of the training images,
-    the test images labelled by their nearest centre; ``{seed: test labels}``."""
-    train, test = images.train, images.test
-    out = {}
-    for s in seeds:
-        km = KMeans(images.n_clusters, n_init=10, random_state=s)
-        km.fit(images.X[train].reshape(train.sum(), -1))
-        out[s] = km.predict(images.X[test].reshape(test.sum(), -1))
+def _flat(X: np.ndarray) -> np.ndarray:
+    return X.reshape(len(X), -1).astype(np.float64)
+
+
+def pixel_baselines(
+    images: HeadImages, embedding_dim: int, dims: Iterable[int], seeds: Sequence[int]
+) -> dict[tuple[int, int], dict[str, tuple[np.ndarray, float]]]:
+    """The classical baselines and the bounds, ``{(dim, seed): {method: (test labels, test
+    MSE)}}`` for the runs of :func:`runs`, each fitted on the training images:
+
+    * ``pca_kmeans`` (every run): k-means (10 restarts) on the first ``dim`` principal
+      components of the pixels, the linear counterpart of the ``dim``-d embedding; its MSE is
+      that of the PCA reconstruction;
+    * at ``embedding_dim`` also ``raw_kmeans`` (k-means on the raw pixels), ``one_cluster``
+      (the floor: every image in one cluster; its MSE is that of predicting the mean training
+      image, the reconstruction with nothing learnt) and ``true_classes`` (the ceiling: the
+      modality itself).
+    """
+    Xtr, Xte = _flat(images.X_train), _flat(images.X_test)
+    y_test = images.y[images.test]
+    k, out = images.n_clusters, {}
+    pcas = {}
+    for d, s in runs(embedding_dim, dims, seeds):
+        if d not in pcas:
+            pca = PCA(min(d, *Xtr.shape), svd_solver="full").fit(Xtr)
+            rec = pca.inverse_transform(pca.transform(Xte))
+            pcas[d] = pca, float(((rec - Xte) ** 2).mean())
+        pca, pca_mse = pcas[d]
+        km = KMeans(k, n_init=10, random_state=s).fit(pca.transform(Xtr))
+        row = {"pca_kmeans": (km.predict(pca.transform(Xte)), pca_mse)}
+        if d == embedding_dim:
+            km = KMeans(k, n_init=10, random_state=s).fit(Xtr)
+            row["raw_kmeans"] = (km.predict(Xte), np.nan)
+            mean_mse = float(((Xte - Xtr.mean(axis=0)) ** 2).mean())
+            row["one_cluster"] = (np.zeros(len(Xte), np.int64), mean_mse)
+            row["true_classes"] = (y_test, np.nan)
+        out[d, s] = row
     return out
 
 
@@ -260,49 +305,98 @@ def score_run(
     heads: Mapping[str, DEC | DCEC],
     embedding_dim: int,
     seed: int,
-    raw_labels: np.ndarray | None = None,
-) -> list[dict]:
+    baselines: Mapping[str, tuple[np.ndarray, float]],
+) -> tuple[list[dict], dict[str, np.ndarray]]:
     """One row per method of one run, scored on the test split: ACC, NMI, the reconstruction
-    MSE (CAE and heads with a decoder) and ``KL(P || Q)`` and iterations (heads).
+    MSE (CAE, heads with a decoder, the baselines' own), and for the heads ``KL(P || Q)``,
+    iterations, epochs and whether ``tol`` stopped them; also the test labels per method.
 
     "k-means + CAE" is the k-means that initialised the heads (``heads["dec"].init_centers_``)
-    applied to the test embedding; ``raw_labels`` (k-means on raw pixels) is added when given."""
-    X, y_test = images.X, images.y[images.test]
-    X_test = X[images.test]
+    applied to the test embedding; its row also says which pretraining step's weights were
+    kept. ``baselines`` is one entry of :func:`pixel_baselines`."""
+    X_test, y_test = images.X_test, images.y[images.test]
     kmeans_test = pairwise_distances_argmin(cae.transform(X_test), heads["dec"].init_centers_)
     predictions = {
-        "kmeans_cae": kmeans_test,
-        **{name: head.predict(X_test) for name, head in heads.items()},
+        "kmeans_cae": (kmeans_test, cae.reconstruction_mse(X_test)),
+        **{name: (head.predict(X_test), np.nan) for name, head in heads.items()},
+        **baselines,
     }
-    if raw_labels is not None:
-        predictions["raw_kmeans"] = raw_labels
     rows = []
-    for name, pred in predictions.items():
+    for name, (pred, mse) in predictions.items():
         row = {
             "embedding_dim": embedding_dim,
             "seed": seed,
             "method": name,
             "acc": cm.cluster_accuracy(y_test, pred),
             "nmi": cm.nmi(y_test, pred),
-            "mse": np.nan,
+            "mse": mse,
             "kl": np.nan,
         }
         if name == "kmeans_cae":
-            row["mse"] = cae.reconstruction_mse(X_test)
+            row["pretrain_steps"] = cae.n_iter_
+            row["best_step"] = cae.best_step_
         if name in heads:
-            row["kl"] = heads[name].kl_divergence(X_test)
-            row["iterations"] = heads[name].n_iter_
+            head = heads[name]
+            row["kl"] = head.kl_divergence(X_test)
+            row["iterations"] = head.n_iter_
+            row["epochs"] = head.n_epochs_
+            row["converged"] = head.converged_
             if name != "dec":
-                row["mse"] = heads[name].reconstruction_mse(X_test)
+                row["mse"] = head.reconstruction_mse(X_test)
         rows.append(row)
-    return rows
+    return rows, {name: pred for name, (pred, _) in predictions.items()}
 
 
-def main_table(results: pd.DataFrame, embedding_dim: int) -> pd.DataFrame:
-    """Tables 3.4 and 3.5 analog: mean and sd over seeds at ``embedding_dim``, one row per
-    method (labelled by :data:`NAMES`)."""
+def main_table(
+    results: pd.DataFrame,
+    images: HeadImages,
+    labels: Mapping[tuple[str, int, int], np.ndarray],
+    embedding_dim: int,
+    n_boot: int = 1000,
+) -> pd.DataFrame:
+    """Tables 3.4 and 3.5 analog at ``embedding_dim``: per method (labelled by :data:`NAMES`)
+    the mean and sd over seeds of ACC, NMI, MSE and KL, a 95 % percentile bootstrap interval
+    of the seed-mean ACC and NMI over the test images (:func:`medclust.metrics.
+    bootstrap_interval`, the same resamples for every method), and for the heads the
+    iterations, epochs and the fraction of seeds that ``tol`` stopped."""
     main = results[results.embedding_dim == embedding_dim]
-    return mean_sd_table(main, "method", ["acc", "nmi", "mse", "kl"], ORDER, NAMES)
+    table = mean_sd_table(main, "method", ["acc", "nmi", "mse", "kl"], ORDER)
+    y_test = images.y[images.test]
+    for metric, fn in (("acc", cm.cluster_accuracy), ("nmi", cm.nmi)):
+        cis = [
+            cm.bootstrap_interval(
+                y_test,
+                [p for (m, d, _), p in labels.items() if m == method and d == embedding_dim],
+                fn,
+                n_boot=n_boot,
+                seed=0,
+            )
+            for method in table.index
+        ]
+        table[f"{metric}_ci_low"], table[f"{metric}_ci_high"] = np.array(cis).T
+    heads = main[main.method.isin(HEADS)].astype({"converged": float}).groupby("method")
+    table = table.join(heads[["iterations", "epochs", "converged"]].mean())
+    table.index = [NAMES[m] for m in table.index]
+    return table
+
+
+def who_wins(table: pd.DataFrame) -> str:
+    """One plain sentence from :func:`main_table`: does DEC beat its baselines here?"""
+    acc = table["acc_mean"]
+    lo, hi = table["acc_ci_low"], table["acc_ci_high"]
+    dec, rivals = NAMES["dec"], [NAMES[m] for m in ("kmeans_cae", "pca_kmeans", "raw_kmeans")]
+    best = max(rivals, key=lambda m: acc[m])
+    if lo[dec] > hi[best]:
+        verdict = f"DEC beats every baseline: its interval lies above that of {best}"
+    elif hi[dec] < lo[best]:
+        verdict = f"DEC does not beat its baselines: {best} is better, the intervals are apart"
+    else:
+        verdict = f"DEC and the best baseline ({best}) cannot be told apart: the intervals overlap"
+    return (
+        f"{verdict} (test ACC DEC {acc[dec]:.3f} [{lo[dec]:.3f}, {hi[dec]:.3f}], {best} "
+        f"{acc[best]:.3f} [{lo[best]:.3f}, {hi[best]:.3f}]; floor {acc[NAMES['one_cluster']]:.3f},"
+        f" ceiling {acc[NAMES['true_classes']]:.3f})."
+    )
 
 
 def sweep_results(results: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -330,22 +424,27 @@ def dec_confusion(images: HeadImages, dec_test_labels: np.ndarray) -> pd.DataFra
     )
 
 
+def cohort_note(data: Cohort, images: HeadImages) -> str:
+    """What was run, from the cohort's own ``dataset.json``: its name, the first sentence of
+    its description and the split sizes."""
+    first = data.description.split(". ")[0].rstrip(".")
+    n_train, n_val, n_test = (int(m.sum()) for m in (images.train, images.val, images.test))
+    return f"{data.name}: {first} ({n_train}/{n_val}/{n_test} train/val/test images)"
+
+
 def thesis_comparison(
     results: pd.DataFrame,
-    images: HeadImages,
     caes: Mapping[tuple[int, int], CAEEmbedding],
     embedding_dim: int,
     seeds: Sequence[int],
+    note: str,
 ) -> list[dict]:
     """The thesis' test ACC / NMI (Tables 3.4-3.6) and pretraining MSE beside this run's (mean
-    +- sd over seeds at ``embedding_dim``, the first seed at the other dimensions), and the two
-    rows the thesis does not have (IDEC, k-means on raw pixels)."""
-    n_train, n_val, n_test = (int(m.sum()) for m in (images.train, images.val, images.test))
-    note = (
-        f"phantom images (MNI152-based, {n_train}/{n_val}/{n_test} train/val/test), "
-        f"test split; mean ± sd over {len(seeds)} seeds at dim {embedding_dim}, "
-        "first seed otherwise"
-    )
+    +- sd over seeds at ``embedding_dim``, the first seed at the other dimensions), the rows
+    the thesis does not have (IDEC, the pixel baselines) and the MSE a reconstruction gets with
+    nothing learnt (the mean image) and with a linear code (PCA). ``note`` describes the
+    cohort (:func:`cohort_note`)."""
+    where = f"{note}; test split; mean ± sd over {len(seeds)} seeds at dim {embedding_dim}"
     rows = []
     for (method, d), (acc_paper, nmi_paper) in THESIS.items():
         sel = results[(results.method == method) & (results.embedding_dim == d)]
@@ -354,29 +453,36 @@ def thesis_comparison(
                 "quantity": f"{NAMES[method]} ACC / NMI, dim {d}",
                 "paper": f"{acc_paper} / {nmi_paper}",
                 "this_run": f"{mean_sd(sel.acc)} / {mean_sd(sel.nmi)}",
-                "note": note,
+                "note": where if d == embedding_dim else f"{note}; test split; first seed",
             })  # fmt: skip
     main = results[results.embedding_dim == embedding_dim]
-    for method in ("idec", "raw_kmeans"):
+    for method in ("idec", "pca_kmeans", "raw_kmeans"):
         sel = main[main.method == method]
         rows.append({
             "quantity": f"{NAMES[method]} ACC / NMI, dim {embedding_dim}",
             "paper": "",
             "this_run": f"{mean_sd(sel.acc)} / {mean_sd(sel.nmi)}",
-            "note": "not in the thesis",
+            "note": f"not in the thesis; {where}",
         })  # fmt: skip
-    val_mse = [caes[embedding_dim, s].history_["val"][-1] for s in seeds if images.val.any()]
+    val_mse = [caes[embedding_dim, s].best_val_mse_ for s in seeds]
+    val_mse = [v for v in val_mse if np.isfinite(v)]
+    context = {m: main[main.method == m].mse.mean() for m in ("one_cluster", "pca_kmeans")}
     rows.append({
-        "quantity": "pretraining MSE, dim 3 (validation)",
+        "quantity": f"pretraining MSE, dim {embedding_dim} (validation, best epoch)",
         "paper": THESIS_PRETRAIN_MSE,
         "this_run": mean_sd(val_mse) if val_mse else "",
-        "note": "depends on the intensity normalisation, which the thesis does not specify",
+        "note": (
+            f"{note}; on its test images the mean image gives {context['one_cluster']:.4f} and "
+            f"PCA-{embedding_dim} {context['pca_kmeans']:.4f}; depends on the intensity "
+            "normalisation, which the thesis does not specify"
+        ),
     })  # fmt: skip
     return rows
 
 
 def study_metrics(
     results: pd.DataFrame,
+    table: pd.DataFrame,
     images: HeadImages,
     embedding_dim: int,
     dims: Iterable[int],
@@ -384,10 +490,12 @@ def study_metrics(
     n_seeds: int,
     runtime_s: float,
 ) -> dict:
-    """``metrics_all.json``: test ACC / NMI (mean over seeds) and ACC sd of every method at
-    ``embedding_dim``, the sweep (first seed), reconstruction MSE and KL, the split sizes."""
+    """``metrics_all.json``: test ACC / NMI (mean over seeds), ACC sd and the bootstrap
+    intervals of every method at ``embedding_dim`` (``table``: :func:`main_table`), the sweep
+    (first seed), reconstruction MSE and KL, convergence and pretraining, the split sizes."""
     main = results[results.embedding_dim == embedding_dim]
     sweep = sweep_results(results, seed)
+    heads = results[results.method.isin(HEADS)]
 
     def mean_of(method: str, metric: str) -> float:
         return float(main[main.method == method][metric].mean())
@@ -395,10 +503,17 @@ def study_metrics(
     def sweep_of(d: int, method: str, metric: str) -> float:
         return float(sweep[(sweep.embedding_dim == d) & (sweep.method == method)][metric].mean())
 
+    def ci(method: str, metric: str) -> list[float]:
+        row = table.loc[NAMES[method]]
+        return [float(row[f"{metric}_ci_low"]), float(row[f"{metric}_ci_high"])]
+
+    cae_rows = results[results.method == "kmeans_cae"]
     return {
         "acc": {m: mean_of(m, "acc") for m in ORDER},
         "nmi": {m: mean_of(m, "nmi") for m in ORDER},
         "acc_sd": {m: sd_or_zero(main[main.method == m].acc) for m in ORDER},
+        "acc_ci95": {m: ci(m, "acc") for m in ORDER},
+        "nmi_ci95": {m: ci(m, "nmi") for m in ORDER},
         "sweep": {
             str(d): {
                 m: {"acc": sweep_of(d, m, "acc"), "nmi": sweep_of(d, m, "nmi")}
@@ -406,8 +521,20 @@ def study_metrics(
             }
             for d in dims
         },
-        "recon_mse": {"cae": mean_of("kmeans_cae", "mse"), "dcec": mean_of("dcec", "mse")},
-        "kl": {m: mean_of(m, "kl") for m in ("dec", "dcec", "idec")},
+        "recon_mse": {
+            "cae": mean_of("kmeans_cae", "mse"),
+            "dcec": mean_of("dcec", "mse"),
+            "mean_image": mean_of("one_cluster", "mse"),
+            "pca": mean_of("pca_kmeans", "mse"),
+        },
+        "kl": {m: mean_of(m, "kl") for m in HEADS},
+        "converged_fraction": float(heads.converged.astype(float).mean()),
+        "n_heads": len(heads),
+        "head_epochs": {m: mean_of(m, "epochs") for m in HEADS},
+        "pretrain": {
+            "steps": int(cae_rows.pretrain_steps.max()),
+            "best_step_mean": float(cae_rows.best_step.mean()),
+        },
         "n_train": int(images.train.sum()),
         "n_val": int(images.val.sum()),
         "n_test": int(images.test.sum()),
@@ -422,34 +549,44 @@ def study_metrics(
 def plot_pretraining(
     caes: Mapping[tuple[int, int], CAEEmbedding], embedding_dim: int, seed: int
 ) -> plt.Figure:
-    """Fig. 3.4 analog: training and validation MSE per epoch of every seed's CAE at
-    ``embedding_dim`` (log scale)."""
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    """Fig. 3.4 analog: training and validation MSE against the optimiser step for every
+    seed's CAE at ``embedding_dim`` (log scale), the kept (best-validation) step marked."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for (d, s), cae in caes.items():
         if d == embedding_dim:
             first = s == seed
-            ax.plot(cae.history_["train"], color="tab:blue", alpha=0.7,
+            steps = cae.history_["step"]
+            ax.plot(steps, cae.history_["train"], color="tab:blue", alpha=0.7,
                     label="train" if first else None)  # fmt: skip
             if cae.history_["val"]:
-                ax.plot(cae.history_["val"], color="tab:orange", alpha=0.7,
+                ax.plot(steps, cae.history_["val"], color="tab:orange", alpha=0.7,
                         label="validation" if first else None)  # fmt: skip
+                ax.axvline(cae.best_step_, color="grey", ls=":", lw=1,
+                           label="kept weights" if first else None)  # fmt: skip
     ax.set(
         yscale="log",
-        xlabel="epoch",
-        ylabel="MSE",
+        xlabel="optimiser step",
+        ylabel="MSE per pixel",
         title=f"CAE pretraining, embedding {embedding_dim} (Fig. 3.4 analog)",
     )
-    ax.legend()
+    ax.legend(fontsize=8)
     return fig
 
 
 def plot_embedding_sweep(sweep: pd.DataFrame, dims: Sequence[int]) -> plt.Figure:
-    """Figs. 3.9-3.10 analog: test ACC and NMI against the embedding dimension."""
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    """Figs. 3.9-3.10 analog: test ACC and NMI against the embedding dimension (log axis, only
+    the swept dimensions labelled), one legend beside the panels."""
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.2), layout="constrained")
     for ax, metric in zip(axes, ["acc", "nmi"], strict=True):
-        sns.lineplot(sweep, x="embedding_dim", y=metric, hue="method", marker="o", ax=ax)
-        ax.set(xscale="log", xticks=dims, xticklabels=dims,
-               title=f"{metric.upper()} vs embedding dimension")  # fmt: skip
+        sweep_named = sweep.assign(method=sweep.method.map(NAMES))
+        sns.lineplot(sweep_named, x="embedding_dim", y=metric, hue="method", marker="o", ax=ax,
+                     legend=ax is axes[-1])  # fmt: skip
+        ax.set(xscale="log", ylim=(0, 1.02),
+               title=f"test {metric.upper()} vs embedding dimension")  # fmt: skip
+        ax.xaxis.set_major_locator(FixedLocator(list(dims)))
+        ax.xaxis.set_major_formatter(FixedFormatter([str(d) for d in dims]))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
     return fig
 
 

@@ -22,6 +22,7 @@ from medclust_phantoms.head_modalities.design import (
     _LABEL_OF_TISSUE,
     _T,
     _TISSUES,
+    DEFAULTS,
     LABELS,
     MASK_LABELS,
     MODALITIES,
@@ -151,7 +152,7 @@ def make_case(
     size: int = 128,
     fov_mm: float = 240.0,
     difficulty: float = 0.5,
-    slice_range_mm: tuple[float, float] = (-10.0, 60.0),
+    slice_range_mm: tuple[float, float] = DEFAULTS["slice_range_mm"],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, _Geometry]:
     """Image (int16), mask (uint8) and labelmap (uint8) of image ``i`` of ``modality``, and
     its geometry; what :func:`generate` writes (parameters as in :data:`DEFAULTS`)."""
@@ -217,8 +218,8 @@ def generate(root: str | Path, **params) -> Path:
         "Phantom 2D axial head images of three modalities (CT in HU, T1-weighted MRI in "
         "arbitrary units, FDG PET in SUV x 1000) built from the MNI152 template and its "
         "grey/white-matter maps (nilearn), with a synthetic skull and scalp, per-subject "
-        "deformation and misregistration, and modality physics (CT bone, MRI bias field and "
-        "Rician noise, PET blur and Poisson noise). Ground truth: clinical.csv 'modality'. "
+        "deformation, the residual misalignment of an affine registration to the atlas, and "
+        "modality physics (CT bone, MRI bias field and Rician noise, PET blur and Poisson noise). Ground truth: clinical.csv 'modality'. "
         "Stored raw; normalise each image to [0, 1] (medclust.intensity."
         "rescale_percentiles) before clustering, as the thesis did."
     )
