@@ -78,7 +78,8 @@ def _results() -> pd.DataFrame:
     for s, acc in [(0, 0.5), (1, 0.7)]:
         for m in study.ORDER:
             rows.append({"embedding_dim": 3, "seed": s, "method": m, "acc": acc, "nmi": acc / 2,
-                         "mse": 0.01, "kl": 0.1})  # fmt: skip
+                         "mse": 0.01, "kl": 0.1, "iterations": 20, "epochs": 1.0,
+                         "converged": True, "pretrain_steps": 30, "best_step": 20})  # fmt: skip
     for d in (10, 30):
         for m in study.SWEEP_METHODS:
             rows.append({"embedding_dim": d, "seed": 0, "method": m, "acc": d / 100,
@@ -94,36 +95,40 @@ def _images() -> study.HeadImages:
 
 def test_tables_metrics_and_thesis_rows():
     results, images = _results(), _images()
-    table = study.main_table(results, 3)
+    y_test = images.y[images.test]
+    labels = {(m, 3, s): y_test for m in study.ORDER for s in (0, 1)}
+    table = study.main_table(results, images, labels, 3, n_boot=20)
     assert list(table.index) == [study.NAMES[m] for m in study.ORDER]
     assert table.loc["DEC", "acc_mean"] == pytest.approx(0.6)
     assert table.loc["IDEC (gamma 0.1)", "acc_std"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert table.loc["DEC", "acc_ci_low"] == table.loc["DEC", "acc_ci_high"] == 1.0
+    assert table.loc["DEC", "converged"] == 1.0
+    assert "cannot be told apart" in study.who_wins(table)
     sweep = study.sweep_results(results, 0)
     assert set(sweep.method) == set(study.SWEEP_METHODS) and set(sweep.seed) == {0}
-    assert len(study.sweep_table(sweep)) == 9
+    assert len(study.sweep_table(sweep)) == 3 * len(study.SWEEP_METHODS)
 
-    metrics = study.study_metrics(results, images, 3, [3, 10, 30], 0, 2, 1.5)
+    metrics = study.study_metrics(results, table, images, 3, [3, 10, 30], 0, 2, 1.5)
     assert metrics["acc"]["dec"] == pytest.approx(0.6)
     assert metrics["acc_sd"]["dcec"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert metrics["acc_ci95"]["dec"] == [1.0, 1.0] and metrics["converged_fraction"] == 1.0
     assert metrics["sweep"]["30"]["dec"] == {"acc": 0.3, "nmi": 0.1}
     assert metrics["sweep"]["3"]["kmeans_cae"]["acc"] == 0.5  # the first seed only
     assert (metrics["n_train"], metrics["n_val"], metrics["n_test"]) == (6, 2, 4)
 
-    caes = {
-        (3, s): SimpleNamespace(history_={"val": [0.1, v]}) for s, v in [(0, 0.002), (1, 0.004)]
-    }
-    rows = study.thesis_comparison(results, images, caes, 3, [0, 1])
+    caes = {(3, s): SimpleNamespace(best_val_mse_=v) for s, v in [(0, 0.002), (1, 0.004)]}
+    rows = study.thesis_comparison(results, caes, 3, [0, 1], "my cohort")
     by_quantity = {r["quantity"]: r for r in rows}
     dec3 = by_quantity["DEC ACC / NMI, dim 3"]
     assert dec3["paper"] == "0.805 / 0.613" and dec3["this_run"] == "0.600 ± 0.141 / 0.300 ± 0.071"
+    assert dec3["note"].startswith("my cohort")
     assert by_quantity["DCEC ACC / NMI, dim 30"]["this_run"] == "0.300 / 0.100"
-    assert by_quantity["IDEC (gamma 0.1) ACC / NMI, dim 3"]["note"] == "not in the thesis"
-    assert by_quantity["pretraining MSE, dim 3 (validation)"]["this_run"] == "0.003 ± 0.001"
+    assert by_quantity["IDEC (gamma 0.1) ACC / NMI, dim 3"]["note"].startswith("not in the thesis")
+    pre = by_quantity["pretraining MSE, dim 3 (validation, best epoch)"]
+    assert pre["this_run"] == "0.003 ± 0.001"
     # no validation images: no pretraining MSE to show
-    no_val = study.HeadImages(images.X, images.y, np.where(images.val, "train", images.split),
-                              images.case_ids, "m")  # fmt: skip
-    rows = study.thesis_comparison(results, no_val, caes, 3, [0, 1])
-    assert rows[-1]["this_run"] == ""
+    caes = {(3, s): SimpleNamespace(best_val_mse_=float("nan")) for s in (0, 1)}
+    assert study.thesis_comparison(results, caes, 3, [0, 1], "c")[-1]["this_run"] == ""
 
 
 def test_dec_confusion_names_clusters_by_their_matched_modality():

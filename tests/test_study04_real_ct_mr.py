@@ -13,6 +13,7 @@ from conftest import run_notebook
 from test_notebooks import SMOKE_CAE_DEC
 
 from medclust.cohort import CaseData, write_cohort
+from medclust.studies import cae_dec as study
 
 
 @pytest.mark.slow
@@ -51,4 +52,4 @@ def test_cae_dec_notebook_on_real_ct_and_mr(shared_data, tmp_path):
     )
     metrics = json.loads((report / "tables" / "metrics_all.json").read_text())
     assert metrics["n_test"] > 0 and metrics["n_train"] > metrics["n_test"]
-    assert set(metrics["acc"]) == {"kmeans_cae", "dec", "dcec", "idec", "raw_kmeans"}
+    assert set(metrics["acc"]) == set(study.ORDER)
