@@ -5,9 +5,12 @@ The heads (:class:`~medclust.models.dec.DEC`, :class:`~medclust.models.dec.DCEC`
 methods, ``encode(x) -> z`` (the embedding, ``(n, d)``) and ``decode(z) -> x_hat`` (``x``'s
 shape): the thesis' :class:`~medclust.models.cae.CAE`, the cDCN's
 :class:`~medclust.models.conv_autoencoder.ConvAutoencoder`, :class:`MLPAutoencoder` or a
-user's network. :func:`as_batch` is the input check that suits any of them;
-:func:`check_autoencoder` the interface check; :func:`pretrain` the pretraining they share
-(reconstruction MSE, Adam, counted in optimiser steps, best-validation weights kept).
+user's network. A module may also say how its input is checked with an ``as_input(X)``
+method (the CAE and the cDCN's network check image sizes); :func:`network_input` falls back to
+:func:`as_batch`, which suits any of them. :func:`check_autoencoder` is the interface check;
+:func:`encode`, :func:`reconstruct` and :func:`reconstruction_mse` the batched inference and
+:func:`pretrain` the pretraining they share (reconstruction MSE, Adam, counted in optimiser
+steps, best-validation weights kept).
 
 :class:`MLPAutoencoder` is the fully connected autoencoder of DEC (Xie, Girshick and Farhadi,
 ICML 2016, Sec. 4.3: ``d-500-500-2000-10``, ReLU, linear embedding and output) that IDEC and
@@ -16,9 +19,10 @@ DCN use (ClustPy 0.0.3's default network has the same sizes with LeakyReLU).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,6 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from medclust.models.base import batched
 from medclust.models.common import INFER_BATCH, torch_numerics
 
 log = logging.getLogger(__name__)
@@ -54,6 +59,54 @@ def as_batch(X: Any) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError("X contains NaN or infinite values")
     return np.ascontiguousarray(arr)
+
+
+def network_input(module: nn.Module, X: Any) -> np.ndarray:
+    """``X`` checked as ``module``'s input: its ``as_input`` when it has one, else
+    :func:`as_batch`."""
+    return getattr(module, "as_input", as_batch)(X)
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` in eval mode inside, back in its previous mode outside."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def encode(model: nn.Module, X: np.ndarray) -> np.ndarray:
+    """Embeddings of ``X`` by ``model.encode`` (eval mode, batches on the model's device)."""
+    with eval_mode(model):
+        return batched(model.encode, X, device=_device(model))
+
+
+def reconstruct(model: nn.Module, X: np.ndarray) -> np.ndarray:
+    """``decode(encode(X))`` shaped like ``X``, float32 (eval mode, batches)."""
+    with eval_mode(model):
+        return batched(
+            lambda x: model.decode(model.encode(x)).reshape(x.shape), X, device=_device(model)
+        )
+
+
+def reconstruction_mse(model: nn.Module, X: np.ndarray) -> float:
+    """Mean squared error per element of :func:`reconstruct` against ``X`` (per pixel for
+    images: the "MSE error" of the thesis' Tables 3.4-3.6, Keras' ``mse``); NaN for no
+    samples."""
+    if len(X) == 0:
+        return float("nan")
+    total = 0.0
+    for a in range(0, len(X), INFER_BATCH):
+        xb = X[a : a + INFER_BATCH]
+        total += float(((reconstruct(model, xb).astype(np.float64) - xb) ** 2).sum())
+    return total / X.size
 
 
 class MLPAutoencoder(nn.Module):
@@ -98,23 +151,6 @@ def epoch_order(seed: int, phase: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([int(seed), phase, epoch]).permutation(n)
 
 
-def reconstruction_mse(model: nn.Module, X: torch.Tensor) -> float:
-    """Mean squared error per element of ``decode(encode(X))`` against ``X`` (eval mode, no
-    gradients, batches of ``INFER_BATCH``); NaN for no samples."""
-    if len(X) == 0:
-        return float("nan")
-    was_training = model.training
-    model.eval()
-    total = 0.0
-    with torch.no_grad():
-        for a in range(0, len(X), INFER_BATCH):
-            xb = X[a : a + INFER_BATCH]
-            rec = model.decode(model.encode(xb)).reshape(xb.shape)
-            total += float(((rec.double() - xb.double()) ** 2).sum())
-    model.train(was_training)
-    return total / X.numel()
-
-
 def pretrain(
     model: nn.Module,
     X: np.ndarray,
@@ -138,7 +174,7 @@ def pretrain(
     """
     device = next(model.parameters()).device
     Xt = torch.from_numpy(np.ascontiguousarray(X)).to(device)
-    Xv = None if X_val is None or len(X_val) == 0 else torch.from_numpy(X_val).to(device)
+    Xv = X_val if X_val is not None and len(X_val) else None
     opt = torch.optim.Adam(model.parameters(), lr=float(lr))
     hist: dict[str, Any] = {"step": [], "train": [], "val": []}
     n, bs = len(Xt), int(batch_size)

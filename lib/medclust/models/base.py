@@ -9,7 +9,7 @@
   the caller drew before; numpy draws come from ``np.random.default_rng(seed)``;
 * **numerics**: deterministic kernels and flushed denormals for the duration of a fit or an
   inference pass (:func:`medclust.models.common.torch_numerics`);
-* **batched inference**: :meth:`_batched` runs a function over a numpy array in slices of
+* **batched inference**: :func:`batched` (and :meth:`_batched`) runs a function over a numpy array in slices of
   ``batch`` rows without gradients and stacks the results.
 
 Hyper-parameters are keyword-only, named alike across estimators (``seed``, ``device``,
@@ -59,16 +59,26 @@ class TorchEstimator(BaseEstimator):
         batch: int = INFER_BATCH,
         device: torch.device | None = None,
     ) -> np.ndarray:
-        """``fn`` over ``X`` in slices of ``batch`` rows (no gradients), stacked as numpy."""
-        device = device if device is not None else self.device_
-        out = []
-        with torch.no_grad(), torch_numerics():
-            for a in range(0, len(X), batch):
-                out.append(
-                    fn(torch.from_numpy(np.ascontiguousarray(X[a : a + batch])).to(device))
-                    .cpu()
-                    .numpy()
-                )
-        if not out:
-            raise ValueError("no samples to run the network on")
-        return np.concatenate(out)
+        """:func:`batched` on ``device_`` unless another ``device`` is given."""
+        return batched(fn, X, batch, device if device is not None else self.device_)
+
+
+def batched(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    X: np.ndarray,
+    batch: int = INFER_BATCH,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """``fn`` over ``X`` in slices of ``batch`` rows on ``device`` (no gradients, deterministic
+    numerics), stacked as numpy."""
+    out = []
+    with torch.no_grad(), torch_numerics():
+        for a in range(0, len(X), batch):
+            out.append(
+                fn(torch.from_numpy(np.ascontiguousarray(X[a : a + batch])).to(device))
+                .cpu()
+                .numpy()
+            )
+    if not out:
+        raise ValueError("no samples to run the network on")
+    return np.concatenate(out)

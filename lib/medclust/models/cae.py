@@ -34,10 +34,8 @@ say where theirs come from.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -46,9 +44,9 @@ from sklearn.base import TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from medclust.models.autoencoders import pretrain
+from medclust.models.autoencoders import encode, pretrain, reconstruct, reconstruction_mse
 from medclust.models.base import BASE_CONSTRAINTS, TorchEstimator
-from medclust.models.common import INFER_BATCH, as_image_batch
+from medclust.models.common import as_image_batch
 from medclust.validation import Int, Real, check_int
 
 log = logging.getLogger(__name__)
@@ -122,6 +120,11 @@ class CAE(nn.Module):
         z = self.encode(x)
         return z, self.decode(z)
 
+    @staticmethod
+    def as_input(X: Any) -> np.ndarray:
+        """Input check for this network: :func:`as_images`."""
+        return as_images(X)
+
     def summary(self) -> list[tuple[str, tuple[int, ...], int]]:
         """Rows ``(layer, output shape without the batch axis, parameters)`` in the order and
         with the names of Table 3.2 (activations left out), from a forward pass of one zero
@@ -150,58 +153,23 @@ def as_images(X: Any) -> np.ndarray:
     return arr
 
 
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """``module`` in eval mode inside, back in its previous mode outside."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield module
-    finally:
-        module.train(was_training)
-
-
 # --------------------------------------------------------------------------- estimators
 
 
 class CAEInference(TorchEstimator):
-    """Batched inference with a :class:`CAE` (or any autoencoder module), shared by :class:`CAEEmbedding`
-    and the clustering heads of :mod:`medclust.models.dec`: eval mode and no gradients for the
-    pass, batches of ``INFER_BATCH`` on the network's device, float32 out."""
-
-    def _encode(self, model: nn.Module, Xn: np.ndarray) -> np.ndarray:
-        """Embeddings of ``Xn`` by an autoencoder (any module with ``encode``, e.g. a
-        :class:`CAE`)."""
-        with eval_mode(model):
-            return self._batched(model.encode, Xn, device=next(model.parameters()).device)
-
-    def _reconstruct(self, model: nn.Module, Xn: np.ndarray) -> np.ndarray:
-        """Reconstructions of ``Xn`` by an autoencoder, float32, shaped like ``Xn``."""
-        with eval_mode(model):
-            return self._batched(
-                lambda x: model.decode(model.encode(x)).reshape(x.shape),
-                Xn,
-                device=next(model.parameters()).device,
-            )
-
-    def _reconstruction_mse(self, model: CAE, Xn: np.ndarray) -> float:
-        """Mean squared error per pixel, Eq. 2.2 of the thesis divided by the number of pixels
-        (the "MSE error" of Tables 3.4-3.6; Keras' ``mse``), NaN for no images."""
-        if len(Xn) == 0:
-            return float("nan")
-        total = 0.0
-        for a in range(0, len(Xn), INFER_BATCH):
-            xb = Xn[a : a + INFER_BATCH]
-            total += float(((self._reconstruct(model, xb).astype(np.float64) - xb) ** 2).sum())
-        return total / Xn.size
+    """What :class:`CAEEmbedding` and the clustering heads of :mod:`medclust.models.dec` share
+    to run their network on user input: the input check and reconstructions shaped like the
+    input (the batched passes are :mod:`medclust.models.autoencoders`' ``encode`` /
+    ``reconstruct``)."""
 
     def _input(self, X: Any) -> np.ndarray:
         """``X`` as the network's input batch (:func:`as_images` for the CAE)."""
         return as_images(X)
 
     def _reconstruct_like(self, model: nn.Module, X: Any) -> np.ndarray:
-        """:meth:`_reconstruct` shaped like ``X`` (e.g. ``(n, px, px)`` or ``(n, 1, px, px)``)."""
-        return self._reconstruct(model, self._input(X)).reshape(np.shape(X))
+        """Reconstructions of ``X`` by ``model``, shaped like ``X`` (e.g. ``(n, px, px)`` or
+        ``(n, 1, px, px)``)."""
+        return reconstruct(model, self._input(X)).reshape(np.shape(X))
 
 
 class CAEEmbedding(TransformerMixin, CAEInference):
@@ -286,8 +254,6 @@ class CAEEmbedding(TransformerMixin, CAEInference):
         Xv = None if X_val is None else as_images(X_val)
         if Xv is not None and Xv.shape[1:] != Xn.shape[1:]:
             raise ValueError(f"X_val images have shape {Xv.shape[1:]}, X has {Xn.shape[1:]}")
-        if Xv is not None and len(Xv) == 0:
-            Xv = None
         self._validate_params()
         if len(Xn) == 0:
             raise ValueError("X has no images")
@@ -308,7 +274,7 @@ class CAEEmbedding(TransformerMixin, CAEInference):
     def transform(self, X: Any) -> np.ndarray:
         """Embeddings ``(n, embedding_dim)`` float32 (the embedded layer of Table 3.2)."""
         check_is_fitted(self, "model_")
-        return self._encode(self.model_, as_images(X))
+        return encode(self.model_, as_images(X))
 
     def reconstruct(self, X: Any) -> np.ndarray:
         """Reconstructions, float32, with the shape of ``X`` (``(n, px, px)`` or
@@ -319,7 +285,7 @@ class CAEEmbedding(TransformerMixin, CAEInference):
     def reconstruction_mse(self, X: Any) -> float:
         """Per-pixel MSE of the reconstructions of ``X`` (the "MSE error" of Table 3.4)."""
         check_is_fitted(self, "model_")
-        return self._reconstruction_mse(self.model_, as_images(X))
+        return reconstruction_mse(self.model_, as_images(X))
 
     def get_model(self) -> CAE:
         """A deep copy of the trained :class:`CAE`."""

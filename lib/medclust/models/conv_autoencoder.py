@@ -7,8 +7,13 @@ layer, mirrored decoder) and :class:`Upsample2x`, the decoder's nearest-neighbou
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 from torch import nn
+
+from medclust.models.common import as_image_batch
 
 
 class Upsample2x(nn.Module):
@@ -73,3 +78,8 @@ class ConvAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encode(x)
         return z, self.decode(z)
+
+    @staticmethod
+    def as_input(X: Any) -> np.ndarray:
+        """Input check for this network: image patches (:func:`as_image_batch`)."""
+        return as_image_batch(X)

@@ -49,7 +49,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from medclust.models import conv_autoencoder
-from medclust.models.autoencoders import as_batch, check_autoencoder
+from medclust.models.autoencoders import check_autoencoder, encode, epoch_order, network_input
 from medclust.models.base import BASE_CONSTRAINTS, TorchEstimator
 from medclust.models.common import INFER_BATCH, as_image_batch, torch_numerics
 from medclust.models.conv_autoencoder import ConvAutoencoder, Upsample2x
@@ -250,9 +250,9 @@ class DCN(ClusterMixin, TransformerMixin, TorchEstimator):
     # ----------------------------------------------------------------- public API
 
     def _input(self, X: Any) -> np.ndarray:
-        """Image patches for the cDCN's network, any float array for a user's autoencoder."""
+        """``X`` checked as the network's input (image patches for the cDCN's own)."""
         net = getattr(self, "autoencoder_", self.pretrained)
-        return as_image_batch(X) if net is None or isinstance(net, ConvAutoencoder) else as_batch(X)
+        return as_image_batch(X) if net is None else network_input(net, X)
 
     def fit(self, X: Any, y: Any = None) -> DCN:
         """Pretrain (unless ``pretrained``), initialise by k-means, then train jointly."""
@@ -266,7 +266,7 @@ class DCN(ClusterMixin, TransformerMixin, TorchEstimator):
     def transform(self, X: Any) -> np.ndarray:
         """Latent codes ``f(x)``, shape ``(n, latent_dim)`` float32."""
         check_is_fitted(self, "autoencoder_")
-        return self._encode(self.autoencoder_, self._input(X))
+        return encode(self.autoencoder_, self._input(X))
 
     def predict(self, X: Any) -> np.ndarray:
         """Label of the nearest centroid of ``cluster_centers_`` in the latent space."""
@@ -275,7 +275,7 @@ class DCN(ClusterMixin, TransformerMixin, TorchEstimator):
     def pretrained_embedding(self, X: Any) -> np.ndarray:
         """Latent codes of the network as it was after pretraining (before joint training)."""
         check_is_fitted(self, "pretrained_autoencoder_")
-        return self._encode(self.pretrained_autoencoder_, self._input(X))
+        return encode(self.pretrained_autoencoder_, self._input(X))
 
     @staticmethod
     def nearest(Z: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -331,17 +331,9 @@ class DCN(ClusterMixin, TransformerMixin, TorchEstimator):
             model = ConvAutoencoder(in_px, self.latent_dim)
         return model.to(self.device_)
 
-    def _encode(self, model: ConvAutoencoder, Xn: np.ndarray) -> np.ndarray:
-        was_training = model.training
-        model.eval()
-        try:
-            return self._batched(model.encode, Xn, device=next(model.parameters()).device)
-        finally:
-            model.train(was_training)
-
     def _order(self, phase: int, epoch: int, n: int) -> np.ndarray:
         # Derived from (seed, phase, epoch) alone, so resuming needs no generator state.
-        return np.random.default_rng([int(self.seed), phase, epoch]).permutation(n)
+        return epoch_order(self.seed, phase, epoch, n)
 
     def _pretrain_epoch(self, model, opt, Xt: torch.Tensor, epoch: int) -> float:
         model.train()
@@ -454,7 +446,7 @@ class DCN(ClusterMixin, TransformerMixin, TorchEstimator):
                 save("pretrain", epoch + 1, opt, {})
             # ---- DCN initialisation: k-means on the pretrained latent codes
             pretrained_state = _cpu(model.state_dict())
-            latent = self._encode(model, Xn)
+            latent = encode(model, Xn)
             km = KMeans(self.n_clusters, n_init=int(self.kmeans_n_init), random_state=self.seed)
             km.fit(latent)
             init_centers = torch.from_numpy(km.cluster_centers_.astype(np.float32))
@@ -519,4 +511,4 @@ class DCN(ClusterMixin, TransformerMixin, TorchEstimator):
         self.init_labels_ = init_labels.numpy().astype(np.int64)
         self.cluster_centers_ = st["centers"].detach().cpu().numpy().astype(np.float32)
         self.counts_ = st["counts"].detach().cpu().numpy().astype(np.float64)
-        self.labels_ = self.nearest(self._encode(model, Xn), self.cluster_centers_)
+        self.labels_ = self.nearest(encode(model, Xn), self.cluster_centers_)

@@ -58,7 +58,13 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
-from medclust.models.autoencoders import as_batch, check_autoencoder, epoch_order
+from medclust.models.autoencoders import (
+    check_autoencoder,
+    encode,
+    epoch_order,
+    network_input,
+    reconstruction_mse,
+)
 from medclust.models.base import BASE_CONSTRAINTS
 from medclust.models.cae import CAE, CAEEmbedding, CAEInference, as_images
 from medclust.models.common import INFER_BATCH, torch_numerics
@@ -153,13 +159,13 @@ class _KLClustering(ClusterMixin, TransformerMixin, CAEInference):
     def transform(self, X: Any) -> np.ndarray:
         """Embeddings of the fine-tuned encoder, ``(n, embedding_dim)`` float32."""
         check_is_fitted(self, "autoencoder_")
-        return self._encode(self.autoencoder_, self._input(X))
+        return encode(self.autoencoder_, self._input(X))
 
     def pretrained_embedding(self, X: Any) -> np.ndarray:
         """Embeddings of the autoencoder as it was before clustering (the "k-means + CAE"
         features; label them with ``KMeans``-style nearest ``init_centers_``)."""
         check_is_fitted(self, "pretrained_model_")
-        return self._encode(self.pretrained_model_, self._input(X))
+        return encode(self.pretrained_model_, self._input(X))
 
     def kl_divergence(self, X: Any) -> float:
         """``KL(P || Q)`` on ``X``, ``P`` the target distribution of ``X``'s own ``Q`` (the
@@ -169,13 +175,12 @@ class _KLClustering(ClusterMixin, TransformerMixin, CAEInference):
 
     # ----------------------------------------------------------------- internals
 
-    def _uses_cae(self) -> bool:
-        """Whether the network is the thesis' CAE (images checked by ``as_images``)."""
-        net = getattr(self, "autoencoder_", self.pretrained)
-        return net is None or isinstance(net, CAE | CAEEmbedding)
-
     def _input(self, X: Any) -> np.ndarray:
-        return as_images(X) if self._uses_cae() else as_batch(X)
+        """``X`` checked as the network's input (the CAE's when it pretrains one here)."""
+        net = getattr(self, "autoencoder_", self.pretrained)
+        if net is None or isinstance(net, CAEEmbedding):
+            return as_images(X)
+        return network_input(net, X)
 
     def _soft(self, Z: np.ndarray) -> np.ndarray:
         c = torch.from_numpy(np.ascontiguousarray(self.cluster_centers_, dtype=np.float32))
@@ -247,7 +252,7 @@ class _KLClustering(ClusterMixin, TransformerMixin, CAEInference):
         self.update_interval_, self.max_iter_ = T, max_iter
 
         # ---- initialisation: k-means on the pretrained embedding (DEC Sec. 3.2)
-        Z0 = self._encode(net, Xn)
+        Z0 = encode(net, Xn)
         km = KMeans(int(self.n_clusters), n_init=int(self.kmeans_n_init), random_state=self.seed)
         km.fit(Z0)
         self.init_labels_ = km.labels_.astype(np.int64)
@@ -473,4 +478,4 @@ class DCEC(_KLClustering):
     def reconstruction_mse(self, X: Any) -> float:
         """Per-pixel MSE of the fine-tuned CAE on ``X`` (the "MSE error" of Table 3.5)."""
         check_is_fitted(self, "autoencoder_")
-        return self._reconstruction_mse(self.autoencoder_, self._input(X))
+        return reconstruction_mse(self.autoencoder_, self._input(X))

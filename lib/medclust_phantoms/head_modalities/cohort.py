@@ -219,9 +219,9 @@ def generate(root: str | Path, **params) -> Path:
         "arbitrary units, FDG PET in SUV x 1000) built from the MNI152 template and its "
         "grey/white-matter maps (nilearn), with a synthetic skull and scalp, per-subject "
         "deformation, the residual misalignment of an affine registration to the atlas, and "
-        "modality physics (CT bone, MRI bias field and Rician noise, PET blur and Poisson noise). Ground truth: clinical.csv 'modality'. "
-        "Stored raw; normalise each image to [0, 1] (medclust.intensity."
-        "rescale_percentiles) before clustering, as the thesis did."
+        "modality physics (CT bone, MRI bias field and Rician noise, PET blur and Poisson "
+        "noise). Ground truth: clinical.csv 'modality'. Stored raw; normalise each image to "
+        "[0, 1] (medclust.intensity.rescale_percentiles) before clustering, as the thesis did."
     )
     return write_cohort(
         root,
