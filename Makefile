@@ -14,7 +14,7 @@ ifdef CPU_PROFILE
 export MEDCLUST_CPU_PROFILE := $(CPU_PROFILE)
 endif
 
-.PHONY: repro test venv data data-record verify lint paper-scale clean-venv
+.PHONY: repro test venv data data-record verify lint paper-scale benchmark-env clean-venv
 
 repro: data
 	dvc repro
@@ -72,6 +72,19 @@ lint: $(STAMP)
 # Paper scale: the sizes of the papers as a DVC experiment (params in paper_scale.yaml)
 paper-scale: data
 	dvc exp run --name paper-scale $$(python -m medclust.scale paper_scale.yaml)
+
+# ClustPy 0.0.3, only for benchmarks/peer_benchmark.py (never a project dependency):
+# --no-deps into build/clustpy (a source build with one C extension, clustpy/utils/dip.c: needs
+# gcc and the Python headers); the benchmark puts the folder on sys.path itself.
+CLUSTPY_DIR := build/clustpy
+benchmark-env: $(CLUSTPY_DIR)/.installed
+
+$(CLUSTPY_DIR)/.installed: $(STAMP)
+	rm -rf $(CLUSTPY_DIR)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+	  --target $(CLUSTPY_DIR) clustpy==0.0.3
+	PYTHONPATH=$(CLUSTPY_DIR) $(VENV)/bin/python -c "import clustpy.deep"
+	touch $@
 
 clean-venv:
 	rm -rf $(VENV)
