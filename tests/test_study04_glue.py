@@ -73,6 +73,14 @@ def test_head_images_keeps_cases_together(tmp_path):
     assert images.X_val is None or len(images.X_val) == images.val.sum()
 
 
+def test_cohort_note_comes_from_the_cohort(tmp_path):
+    data = load_cohort(write_tiny_cohort(tmp_path / "c", n=10))
+    images = study.head_images(data, "grade", "split", 32, 2, seed=0)
+    note = study.cohort_note(data, images)
+    n = [int(m.sum()) for m in (images.train, images.val, images.test)]
+    assert note == f"{data.name} ({data.modality}; {n[0]}/{n[1]}/{n[2]} train/val/test images)"
+
+
 def _results() -> pd.DataFrame:
     rows = []
     for s, acc in [(0, 0.5), (1, 0.7)]:

@@ -425,11 +425,11 @@ def dec_confusion(images: HeadImages, dec_test_labels: np.ndarray) -> pd.DataFra
 
 
 def cohort_note(data: Cohort, images: HeadImages) -> str:
-    """What was run, from the cohort's own ``dataset.json``: its name, the first sentence of
-    its description and the split sizes."""
-    first = data.description.split(". ")[0].rstrip(".")
+    """What was run, from the cohort's own ``dataset.json`` (its name and modality) and the
+    split sizes, e.g. ``head_modalities (CT / MR (T1) / PET (FDG) phantom; 694/98/199
+    train/val/test images)``."""
     n_train, n_val, n_test = (int(m.sum()) for m in (images.train, images.val, images.test))
-    return f"{data.name}: {first} ({n_train}/{n_val}/{n_test} train/val/test images)"
+    return f"{data.name} ({data.modality}; {n_train}/{n_val}/{n_test} train/val/test images)"
 
 
 def thesis_comparison(
