@@ -8,13 +8,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from medclust.models.dcam import augment_batch, scaled_lr
 from medclust.models.deepcluster import (
     DeepCluster,
     SupervisedPooledClassifier,
     repair_empty_clusters,
     uniform_label_sample,
 )
-from medclust.models.pooling import masked_average_pool, preprocess_features
+from medclust.models.pooling import (
+    MIN_REDUCTION,
+    FeaturePreprocessing,
+    masked_average_pool,
+    whitening_applies,
+)
 from medclust.models.unet3d import Encoder3D, UNet3D, count_parameters, matched_encoder_filters
 
 SIDE = 16  # tiny volumes keep the whole file to a few seconds on two cores
@@ -133,23 +139,85 @@ def test_masked_pooling_at_a_lower_resolution():
 # --------------------------------------------------------------------------- DeepCluster steps
 
 
+def test_whitening_only_where_the_features_have_16_times_the_kept_dimensions():
+    assert MIN_REDUCTION == 16
+    assert whitening_applies(4096, 256)  # Caron et al.: 4096-d AlexNet features -> 256
+    assert not whitening_applies(4095, 256)
+    assert whitening_applies(128, 8) and not whitening_applies(64, 8)
+    assert not whitening_applies(10_000, None)
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")
 def test_preprocessing_whitens_normalises_and_drops_flat_components():
     rng = np.random.default_rng(0)
     base = rng.normal(size=(40, 3))
-    # six columns, only three independent: the last three are copies (zero residual variance)
-    X = np.concatenate([base, base @ np.diag([2.0, -1.0, 0.5])], axis=1)
-    Z, scaler, pca = preprocess_features(X, pca_dim=5, seed=0)
-    assert pca.n_components_ == 3  # 5 asked, 2 of them ~0 variance and dropped
-    assert Z.shape == (40, 3)
+    # 96 columns (>= 16 x 5, so PCA applies), only three independent
+    X = base @ rng.normal(size=(3, 96))
+    prep = FeaturePreprocessing(5, seed=0).fit(X)
+    assert prep.pca_.n_components_ == 3  # 5 asked, 2 of them ~0 variance and dropped
+    Z = prep.transform(X)
+    assert Z.shape == (40, 3) and prep.n_features_out_ == 3
     np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1.0)
-    np.testing.assert_allclose(scaler.mean_, X.mean(0))
-    Z_all, _, pca_all = preprocess_features(base, pca_dim=None)
-    assert pca_all.n_components_ == 3 and Z_all.shape == (40, 3)
+    np.testing.assert_allclose(prep.scaler_.mean_, X.mean(0))
     with pytest.raises(RuntimeError, match="NaN or inf"):
-        preprocess_features(np.where(X > 2, np.nan, X), pca_dim=2)
+        FeaturePreprocessing(2).fit(np.where(X > 2, np.nan, X))
     with pytest.raises(RuntimeError, match="identical for every volume"):
-        preprocess_features(np.ones((5, 3)), pca_dim=2)
+        FeaturePreprocessing(2).fit(np.ones((5, 3)))
+
+
+@pytest.mark.parametrize("pca_dim", [None, 8, 4])
+def test_few_features_are_only_standardised(pca_dim):
+    # 33 features (a HU histogram + %LAA) are fewer than 16 x 4: no PCA, no L2, nothing lost
+    X = np.random.default_rng(1).normal(3.0, 2.0, size=(50, 33))
+    prep = FeaturePreprocessing(pca_dim).fit(X)
+    Z = prep.transform(X)
+    assert prep.pca_ is None and prep.n_features_out_ == 33
+    np.testing.assert_allclose(Z.mean(0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(Z.std(0), 1.0)
+    np.testing.assert_allclose(Z, (X - X.mean(0)) / X.std(0))
+
+
+def test_learning_rate_is_scaled_linearly_from_carons_batch_of_256():
+    assert scaled_lr(0.05, 256) == 0.05
+    assert scaled_lr(0.05, 8) == pytest.approx(0.0015625)
+    dc = DeepCluster(**{**FAST, "epochs": 1, "batch_size": 4}).fit(*lungs(8)[:2])
+    assert dc.lr_ == pytest.approx(0.05 * 4 / 256)
+
+
+def test_augmentation_crops_and_mirrors_volume_and_mask_together():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 16, 12, 8)).astype(np.float32)
+    M = (X > 0).astype(np.float32)
+    xb, mb = augment_batch(X, M, np.random.default_rng(3), crop_fraction=0.75, flip_axis=0)
+    assert xb.shape == mb.shape == (20, 12, 9, 6)
+    np.testing.assert_array_equal(mb, (xb > 0).astype(np.float32))  # the same box and flip
+    seen = set()
+    for x, xa in zip(X, xb, strict=True):  # each crop is a box of x, mirrored or not
+        hits = [
+            (flip, o)
+            for flip in (False, True)
+            for o in np.ndindex(5, 4, 3)
+            if np.array_equal(
+                (np.flip(x, 0) if flip else x)[
+                    (slice(4 - o[0], 16 - o[0]) if flip else slice(o[0], o[0] + 12)),
+                    o[1] : o[1] + 9,
+                    o[2] : o[2] + 6,
+                ],
+                xa,
+            )
+        ]
+        assert len(hits) == 1
+        seen.add(hits[0][0])
+    assert seen == {False, True}
+    same, _ = augment_batch(X, M, np.random.default_rng(3), crop_fraction=0.75, flip_axis=0)
+    np.testing.assert_array_equal(same, xb)
+    whole, _ = augment_batch(X, M, rng, crop_fraction=1.0, flip_axis=None)
+    np.testing.assert_array_equal(whole, X)
+    # a crop that would miss a one-voxel mask is moved onto it
+    M_corner = np.zeros_like(M)
+    M_corner[:, 0, 0, 0] = 1
+    _, m_c = augment_batch(X, M_corner, rng, crop_fraction=0.5, flip_axis=None)
+    assert (m_c[:, 0, 0, 0] == 1).all() and m_c.sum() == len(X)
 
 
 def test_uniform_sampler_gives_every_nonempty_cluster_the_same_draws():
@@ -195,10 +263,18 @@ def test_empty_clusters_are_repaired_by_splitting():
 def test_fit_history_and_head_reinitialisation(fitted, data):
     X, _, _ = data
     h = fitted.history_
-    assert len(h["loss"]) == FAST["epochs"]
+    assert set(h) == {
+        "labels", "loss", "accuracy", "nmi_prev", "cluster_sizes", "inertia", "n_repaired",
+        "n_dims", "head_init_digest", "head_final_digest", "seconds",
+    }  # fmt: skip
+    assert all(len(v) == FAST["epochs"] for v in h.values())
     assert np.isnan(h["nmi_prev"][0]) and all(0 <= v <= 1 for v in h["nmi_prev"][1:])
-    for sizes in h["cluster_sizes"]:
+    for labels, sizes in zip(h["labels"], h["cluster_sizes"], strict=True):
+        assert labels.shape == (len(X),)
         assert len(sizes) == 3 and sum(sizes) == len(X) and min(sizes) > 0
+        np.testing.assert_array_equal(np.bincount(labels, minlength=3), sizes)
+    # 2 pooled channels are fewer than 16 x pca_dim: k-means saw the standardised features
+    assert h["n_dims"] == [fitted.n_features_out_] * FAST["epochs"] == [2] * FAST["epochs"]
     # the head is re-initialised every epoch: it starts neither from the trained head of the
     # previous epoch nor from the same random weights, and it is then trained
     for e in range(1, FAST["epochs"]):
@@ -206,11 +282,53 @@ def test_fit_history_and_head_reinitialisation(fitted, data):
         assert h["head_init_digest"][e] != h["head_init_digest"][e - 1]
     assert all(a != b for a, b in zip(h["head_init_digest"], h["head_final_digest"], strict=True))
     assert fitted.head_.weight.shape == (3, fitted.n_features_out_, 1, 1, 1)
+
+
+def test_final_clustering_of_the_trained_network(fitted, data):
+    X, M, _ = data
+    # labels_ come from one more clustering step after the last epoch, not from its history
     np.testing.assert_array_equal(fitted.labels_, fitted.kmeans_.labels_)
-    np.testing.assert_array_equal(np.bincount(fitted.labels_), h["cluster_sizes"][-1])
-    Z = fitted.transform(X, data[1])
-    assert Z.shape == (len(X), fitted.pca_dim_)
-    np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1.0)
+    assert fitted.labels_.dtype == np.int64 and fitted.labels_.shape == (len(X),)
+    assert (np.bincount(fitted.labels_, minlength=3) > 0).all()
+    assert fitted.cluster_centers_ is fitted.kmeans_.cluster_centers_
+    assert fitted.cluster_centers_.shape == (3, fitted.n_dims_)
+    prep = fitted.preprocessing_
+    assert isinstance(prep, FeaturePreprocessing) and prep.pca_ is None
+    assert fitted.n_dims_ == prep.n_features_out_ == fitted.n_features_out_
+    for gone in ("pca_dim_", "scaler_", "pca_"):
+        assert not hasattr(fitted, gone)
+    # not whitened: transform gives the standardised pooled features (not unit-norm rows)
+    Z = fitted.transform(X, M)
+    assert Z.shape == (len(X), fitted.n_dims_)
+    np.testing.assert_allclose(Z.mean(0), 0.0, atol=1e-9)
+    np.testing.assert_allclose(Z.std(0), 1.0)
+    np.testing.assert_allclose(Z, prep.transform(fitted.pooled_features(X, M)))
+    # the training volumes are assigned to the clusters they were given (no empty cluster was
+    # repaired in the final clustering of this toy, so the nearest centroid is the label)
+    np.testing.assert_array_equal(fitted.assign(X, M), fitted.labels_)
+    np.testing.assert_array_equal(fitted.assign(X[5:9], M[5:9]), fitted.labels_[5:9])
+
+
+def test_zero_epochs_clusters_the_untrained_network(fitted, data):
+    X, M, _ = data
+    dc = DeepCluster(**{**FAST, "epochs": 0}).fit(X, M)
+    assert dc.history_ == {key: [] for key in fitted.history_}
+    assert dc.labels_.shape == (len(X),)
+    # the final clustering of the untrained network is the first epoch's clustering of a
+    # trained run with the same seed (same features, same k-means seed)
+    np.testing.assert_array_equal(dc.labels_, fitted.history_["labels"][0])
+    np.testing.assert_array_equal(dc.assign(X, M), dc.labels_)
+    assert dc.transform(X, M).shape == (len(X), dc.n_dims_)
+    # a fresh random head, for predict and the dCAMs
+    assert dc.head_.weight.shape == (3, dc.n_features_out_, 1, 1, 1)
+    assert not dc.head_.training and not dc.network_.training
+    assert float(dc.head_.bias.detach().abs().max()) == 0.0
+    assert 0 < float(dc.head_.weight.detach().std()) < 0.05  # N(0, 0.01^2)
+    assert dc.predict(X[:3], M[:3]).shape == (3,)
+    maps = dc.dcam(X[:3], M[:3])
+    np.testing.assert_allclose(
+        np.nanmean(maps, axis=(2, 3, 4)), dc.decision_function(X[:3], M[:3]), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_dcam_averages_to_the_pooled_logits(fitted, data):
@@ -226,6 +344,7 @@ def test_dcam_averages_to_the_pooled_logits(fitted, data):
 
 
 def test_encoder_baseline_dcam_is_upsampled_to_the_input():
+    # 32 voxels: the training crops (28 at crop_fraction 0.875) still cover 4 poolings
     shape = (32, 32, 36)
     X, M, _ = lungs(12, shape, seed=3)
     dc = DeepCluster(**{**FAST, "network": "encoder", "epochs": 1}).fit(X, M)
@@ -239,24 +358,61 @@ def test_encoder_baseline_dcam_is_upsampled_to_the_input():
     )
 
 
+def test_wide_features_are_whitened_before_kmeans(data):
+    X, M, _ = data
+    # the encoder needs 16-voxel crops: on 16^3 volumes only whole ones (crop_fraction 1)
+    dc = DeepCluster(
+        **{**FAST, "network": "encoder", "base_filters": 4, "epochs": 1, "pca_dim": 3},
+        crop_fraction=1.0,
+    ).fit(X, M)
+    assert dc.n_features_out_ == 48  # = 16 x pca_dim: PCA-whitening + L2 apply
+    assert dc.preprocessing_.pca_ is not None and dc.n_dims_ == dc.preprocessing_.n_features_out_
+    assert dc.n_dims_ == 3 and dc.history_["n_dims"] == [3]
+    Z = dc.transform(X, M)
+    assert Z.shape == (len(X), 3) and dc.cluster_centers_.shape == (3, 3)
+    np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1.0)
+    np.testing.assert_array_equal(dc.kmeans_.predict(Z), dc.assign(X, M))
+
+
 def test_supervised_classifier_separates_bright_from_dark_lungs(data):
     X, M, y = data
     names = np.array(["dark", "bright"])[y]
+    # lr is given for batches of 256: the default 0.05 is 0.0012 per step of 6, and in 20 steps
+    # it left 6 of seeds 0-11 at chance on this toy; 0.25 failed 1 of 12, 0.5 passed all 12
+    # with little margin, 1.0 (0.023 per step) passes all 12 with the loss down to 0.04-0.36
     clf = SupervisedPooledClassifier(
-        base_filters=2, epochs=5, batch_size=6, seed=0, device="cpu"
+        base_filters=2, epochs=5, batch_size=6, lr=1.0, seed=0, device="cpu"
     ).fit(X, M, names)
+    assert clf.lr_ == pytest.approx(scaled_lr(1.0, 6)) == pytest.approx(6 / 256)
     assert list(clf.classes_) == ["bright", "dark"]
     assert clf.history_["loss"][-1] < clf.history_["loss"][0]
     X_new, M_new, y_new = lungs(16, seed=7)
     assert clf.score(X_new, M_new, np.array(["dark", "bright"])[y_new]) == 1.0
     assert clf.dcam(X_new[:2]).shape == (2, 2, SIDE, SIDE, SIDE)
+    maps = clf.dcam(X_new[:2], M_new[:2])
+    np.testing.assert_allclose(
+        np.nanmean(maps, axis=(2, 3, 4)),
+        clf.decision_function(X_new[:2], M_new[:2]),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_seeded_fits_are_identical(fitted, data):
     X, M, _ = data
     again = DeepCluster(**FAST).fit(X, M)
     np.testing.assert_array_equal(again.labels_, fitted.labels_)
-    assert again.history_ == {**fitted.history_, "seconds": again.history_["seconds"]}
+    np.testing.assert_array_equal(again.cluster_centers_, fitted.cluster_centers_)
+    assert set(again.history_) == set(fitted.history_)
+    for key, values in fitted.history_.items():
+        if key == "labels":  # arrays, one per epoch
+            assert len(again.history_[key]) == len(values)
+            for a, b in zip(again.history_[key], values, strict=True):
+                np.testing.assert_array_equal(a, b)
+        elif key == "nmi_prev":  # NaN at the first epoch
+            np.testing.assert_array_equal(again.history_[key], values)
+        elif key != "seconds":
+            assert again.history_[key] == values, key
     for (name, a), b in zip(
         fitted.network_.state_dict().items(), again.network_.state_dict().values(), strict=True
     ):
@@ -293,8 +449,12 @@ def test_hyper_parameters_are_keyword_only():
         ("n_clusters", 25, "n_clusters=25"),
         ("network", "vgg", "network must be 'unet' or 'encoder', got 'vgg'"),
         ("base_filters", 0, "base_filters"),
-        ("epochs", 2.5, "epochs must be an integer >= 1, got 2.5"),
+        ("epochs", 2.5, "epochs must be an integer >= 0, got 2.5"),
+        ("epochs", -1, "epochs must be an integer >= 0, got -1"),
         ("pca_dim", 0, "pca_dim must be an integer >= 1 or None"),
+        ("crop_fraction", 0, r"crop_fraction must be a finite number in \(0, 1\], got 0"),
+        ("crop_fraction", 1.5, r"crop_fraction must be a finite number in \(0, 1\], got 1.5"),
+        ("flip_axis", 3, "flip_axis must be an integer >= 0 and <= 2 or None, got 3"),
         ("lr", -0.1, r"lr must be a finite number in \(0, inf\)"),
         ("momentum", 1.0, r"momentum must be a finite number in \[0, 1\)"),
         ("verbose", 1, "verbose must be bool"),
@@ -323,6 +483,14 @@ def test_bad_inputs_are_named(data):
         DeepCluster(**{**FAST, "network": "encoder"}).fit(X[:, :12], M[:, :12])
     with pytest.raises(ValueError, match="NaN"):
         DeepCluster(**FAST).fit(np.where(M == 1, np.nan, X), M)
+    # the volumes are big enough but the training crops are not (checked before any work)
+    crops = r"training crops \(crop_fraction=0.875\) must be at least 16 voxels"
+    with pytest.raises(ValueError, match=crops + r".*'encoder'.*got \(14, 14, 14\)"):
+        DeepCluster(**{**FAST, "network": "encoder"}).fit(X, M)
+    with pytest.raises(ValueError, match=crops):
+        SupervisedPooledClassifier(network="encoder", device="cpu").fit(X, M, y)
+    with pytest.raises(ValueError, match=r"training crops \(crop_fraction=0.4\) .* 8 voxels"):
+        DeepCluster(**{**FAST, "crop_fraction": 0.4}).fit(X, M)
     with pytest.raises(ValueError, match="balanced must be bool, got 1"):
         SupervisedPooledClassifier(balanced=1, device="cpu").fit(X, M, y)
     with pytest.raises(ValueError, match="y must have shape"):

@@ -111,3 +111,35 @@ def test_bootstrap_interval_brackets_the_score_and_pools_seeds():
     assert bootstrap_interval(y, noisy, cluster_accuracy, n_boot=300) == (lo, hi)  # seeded
     with pytest.raises(ValueError, match="one label per sample"):
         bootstrap_interval(y, [y[:10]], cluster_accuracy)
+
+
+def test_davies_bouldin_is_scikit_learns_score():
+    from sklearn.metrics import davies_bouldin_score
+
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        n = int(rng.integers(4, 60))
+        X = rng.normal(size=(n, int(rng.integers(1, 6))))
+        y = rng.integers(0, int(rng.integers(2, 6)), n)
+        if 2 <= np.unique(y).size < n:
+            assert metrics.davies_bouldin(X, y) == pytest.approx(davies_bouldin_score(X, y))
+    assert metrics.davies_bouldin(np.ones((6, 2)), [0, 0, 0, 1, 1, 1]) == 0.0
+    assert np.isnan(metrics.davies_bouldin(X, np.zeros(len(X), int)))
+
+
+def test_bias_corrected_bootstrap_centres_the_interval_on_the_score():
+    from medclust.metrics import bootstrap_statistic, cluster_accuracy
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 6, 400)
+    chance = rng.integers(0, 6, 400)  # a clustering unrelated to the classes: ACC 0.2
+    acc = cluster_accuracy(y, chance)
+
+    def statistic(idx):
+        return cluster_accuracy(y[idx], chance[idx])
+
+    lo, hi = bootstrap_statistic(400, statistic, n_boot=300)
+    assert acc < lo  # the matching rises on resamples: the plain interval misses the score
+    lo_c, hi_c = bootstrap_statistic(400, statistic, n_boot=300, correct_bias=True)
+    assert lo_c < acc < hi_c
+    assert hi_c - lo_c == pytest.approx(hi - lo)

@@ -131,6 +131,7 @@ SMOKE_DEEPCLUSTER = {
     "epochs": 2,
     "n_seeds": 1,
     "batch_size": 4,
+    "crop_fraction": 1.0,  # the encoder needs 16 voxels per side: no room for crops at 16^3
 }
 
 SMOKE_POPULATION = {

@@ -86,12 +86,26 @@ def silhouette(X, labels, sample_size: int | None = 5000, seed: int = 0) -> floa
 
 
 def davies_bouldin(X, labels) -> float:
-    """Davies-Bouldin index (lower is better). NaN for a single cluster or one cluster per
-    point (where scikit-learn refuses the score)."""
+    """Davies-Bouldin index (lower is better): the mean over clusters of the largest
+    ``(S_k + S_l) / |c_k - c_l|``, ``S_k`` the mean distance of cluster ``k``'s points to its
+    centroid ``c_k`` (scikit-learn's ``davies_bouldin_score``, in a few NumPy operations so
+    that bootstrap loops stay fast; 0 when every point sits on its centroid or all centroids
+    coincide, as there). NaN for a single cluster or one cluster per point (where
+    scikit-learn refuses the score)."""
     labels = _as_labels(labels, "labels")
-    if not 2 <= np.unique(labels).size < len(labels):
+    clusters, codes = np.unique(labels, return_inverse=True)
+    if not 2 <= clusters.size < len(labels):
         return float("nan")
-    return float(skm.davies_bouldin_score(np.asarray(X), labels))
+    X = np.asarray(X, dtype=np.float64)
+    counts = np.bincount(codes)
+    centroids = np.stack([np.bincount(codes, weights=col) for col in X.T], axis=1)
+    centroids /= counts[:, None]
+    spread = np.bincount(codes, weights=np.linalg.norm(X - centroids[codes], axis=1)) / counts
+    gaps = np.linalg.norm(centroids[:, None] - centroids[None], axis=2)
+    if np.allclose(spread, 0) or np.allclose(gaps, 0):
+        return 0.0
+    gaps[gaps == 0] = np.inf
+    return float(np.mean(np.max((spread[:, None] + spread[None]) / gaps, axis=1)))
 
 
 def external_scores(y_true, y_pred) -> dict[str, float]:
@@ -111,6 +125,37 @@ def internal_scores(X, labels, seed: int = 0) -> dict[str, float]:
     }
 
 
+def bootstrap_statistic(
+    n: int,
+    statistic,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    correct_bias: bool = False,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(idx)``, where each of ``n_boot`` resamples
+    ``idx`` draws ``n`` of the indices ``0 .. n-1`` with replacement. Returns the
+    ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles.
+
+    ``correct_bias`` shifts both ends by the bootstrap estimate of the bias, the mean over the
+    resamples minus ``statistic(arange(n))`` (Efron and Tibshirani, *An introduction to the
+    bootstrap*, 1993, Sec. 10.2). Scores that match clusters to classes or count shared
+    information rise on resamples -- duplicated samples make the contingency table lumpier --
+    so for a clustering near chance the plain percentile interval can lie wholly above the
+    score itself (cluster accuracy 0.247, interval [0.252, 0.289] on 400 scans).
+    """
+    if not 0 < level < 1 or n_boot < 1 or n < 1:
+        raise ValueError(f"need 0 < level < 1, n_boot >= 1 and n >= 1, got {level}, {n_boot}, {n}")
+    rng = np.random.default_rng(seed)
+    stats = np.array([statistic(rng.integers(0, n, n)) for _ in range(n_boot)])
+    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    if correct_bias:
+        bias = stats.mean() - statistic(np.arange(n))
+        lo, hi = lo - bias, hi - bias
+    return float(lo), float(hi)
+
+
 def bootstrap_interval(
     y_true, predictions, metric, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
@@ -119,19 +164,38 @@ def bootstrap_interval(
     ``predictions`` is one label array or a list of them (e.g. one per seed) for the same
     samples; each of ``n_boot`` resamples draws the samples with replacement (the same draw for
     every array) and scores the mean over the arrays, so the interval reflects the sampling of
-    the evaluation set. Returns the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles.
+    the evaluation set (:func:`bootstrap_statistic`).
     """
     y = _as_labels(y_true, "y_true")
     preds = [predictions] if np.ndim(predictions[0]) == 0 else list(predictions)
     preds = [_as_labels(p, "y_pred") for p in preds]
     if any(len(p) != len(y) for p in preds):
         raise ValueError("every prediction must have one label per sample of y_true")
-    if not 0 < level < 1 or n_boot < 1:
-        raise ValueError(f"need 0 < level < 1 and n_boot >= 1, got {level}, {n_boot}")
-    rng = np.random.default_rng(seed)
-    stats = np.empty(n_boot)
-    for b in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        stats[b] = np.mean([metric(y[idx], p[idx]) for p in preds])
-    lo, hi = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    return bootstrap_statistic(
+        len(y),
+        lambda idx: np.mean([metric(y[idx], p[idx]) for p in preds]),
+        n_boot=n_boot,
+        level=level,
+        seed=seed,
+    )
+
+
+def nmi_from_contingency(table) -> float:
+    """NMI with the arithmetic mean (the default of :func:`nmi`) from a contingency table of
+    counts, in a few NumPy operations: the same value as :func:`nmi` on the labels the table
+    counts (to float rounding), for bootstrap loops where scikit-learn's per-call checks
+    dominate. 1.0 when both labelings have a single value (scikit-learn's convention)."""
+    t = np.asarray(table, dtype=np.float64)
+    n = t.sum()
+    a, b = t.sum(1), t.sum(0)
+    nz = t > 0
+    mi = float(np.sum(t[nz] / n * np.log(n * t[nz] / np.outer(a, b)[nz])))
+
+    def entropy(counts: np.ndarray) -> float:
+        p = counts[counts > 0] / n
+        return float(-np.sum(p * np.log(p)))
+
+    h = 0.5 * (entropy(a) + entropy(b))
+    if (a > 0).sum() == 1 and (b > 0).sum() == 1:
+        return 1.0
+    return max(mi, 0.0) / h if h > 0 else 0.0

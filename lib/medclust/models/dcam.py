@@ -39,6 +39,55 @@ from medclust.validation import Int, Options, Real
 #: counterpart of ``common.INFER_BATCH``.
 INFER_VOLUMES = 4
 
+#: The batch size at which a learning rate ``lr`` is given: Caron et al.'s code trains with
+#: ``--lr 0.05`` on batches of ``--batch 256`` (facebookresearch/deepcluster, main.py).
+REFERENCE_BATCH = 256
+
+
+def scaled_lr(lr: float, batch_size: int) -> float:
+    """The linear scaling rule (Goyal et al., "Accurate, large minibatch SGD", 2017, Sec. 2.1:
+    "when the minibatch size is multiplied by k, multiply the learning rate by k"): the rate
+    for ``batch_size`` of a rate ``lr`` given for :data:`REFERENCE_BATCH`. Each sample then
+    moves the weights as much as in Caron et al.'s setting: 0.05 at 256 is 0.0015625 at 8."""
+    return float(lr) * int(batch_size) / REFERENCE_BATCH
+
+
+def augment_batch(
+    X: np.ndarray,
+    M: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    crop_fraction: float,
+    flip_axis: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Caron et al.'s training augmentation in 3D (their ``cluster_assign``: random crops and
+    horizontal flips; Sec. 4 "random horizontal flips and crops of random sizes"): every volume
+    of ``X`` ``(B, D, H, W)`` and its mask in ``M`` are cropped to ``round(crop_fraction * s)``
+    voxels along each axis at an offset drawn uniformly (without resizing, so lesion sizes in
+    mm are kept), and mirrored along ``flip_axis`` (the left-right axis; ``None``: never) with
+    probability 1/2. A crop that would leave the lung mask empty is moved to centre on a
+    mask voxel. ``crop_fraction = 1`` keeps the whole volume."""
+    size = [max(1, round(crop_fraction * s)) for s in X.shape[1:]]
+    xs, ms = [], []
+    for x, m in zip(X, M, strict=True):
+        spare = [s - c for s, c in zip(x.shape, size, strict=True)]
+        offsets = [int(rng.integers(0, k + 1)) for k in spare]
+        flip = flip_axis is not None and bool(rng.integers(2))
+        box = tuple(slice(o, o + c) for o, c in zip(offsets, size, strict=True))
+        if not m[box].any():  # centre the crop on a mask voxel instead
+            v = np.argwhere(m)[int(np.count_nonzero(m)) // 2]
+            offsets = [
+                min(max(int(p) - c // 2, 0), k) for p, c, k in zip(v, size, spare, strict=True)
+            ]
+            box = tuple(slice(o, o + c) for o, c in zip(offsets, size, strict=True))
+        x, m = x[box], m[box]
+        if flip:
+            x, m = np.flip(x, flip_axis), np.flip(m, flip_axis)
+        xs.append(x)
+        ms.append(m)
+    return np.ascontiguousarray(np.stack(xs)), np.ascontiguousarray(np.stack(ms))
+
+
 _NETWORKS = ("unet", "encoder")
 
 
@@ -109,6 +158,8 @@ class PooledNetwork(TorchEstimator):
         "lr": Real(0.0, low_open=True),
         "momentum": Real(0.0, 1.0, high_open=True),
         "weight_decay": Real(0.0),
+        "crop_fraction": Real(0.0, 1.0, low_open=True),
+        "flip_axis": Int(0, 2, allow_none=True),
     }
 
     # ----------------------------------------------------------------- inference API
@@ -133,6 +184,15 @@ class PooledNetwork(TorchEstimator):
     def predict(self, volumes: Any, masks: Any = None) -> np.ndarray:
         """Class of the largest logit of the head on the pooled features."""
         return self._label_values(self.decision_function(volumes, masks).argmax(1))
+
+    def predict_pooled(self, pooled: np.ndarray) -> np.ndarray:
+        """:meth:`predict` from features already pooled by :meth:`pooled_features` (saves a
+        pass through the network when both are needed)."""
+        check_is_fitted(self, "head_")
+        with torch.no_grad():
+            t = torch.as_tensor(np.asarray(pooled, np.float32), device=self.device_)
+            logits = self._head_logits(t).cpu().numpy()
+        return self._label_values(logits.argmax(1))
 
     def dcam(self, volumes: Any, masks: Any = None) -> np.ndarray:
         """Dense clustering activation maps (Xie et al., Sec. 2): the head ``g_W`` applied at
@@ -186,17 +246,17 @@ class PooledNetwork(TorchEstimator):
             module = module.to(memory_format=torch.channels_last_3d)
         return module
 
-    def _batch(self, arr: np.ndarray, idx) -> torch.Tensor:
+    def _batch(self, arr: np.ndarray, idx=slice(None)) -> torch.Tensor:
         t = torch.from_numpy(arr[idx])[:, None].to(self.device_)
         if self.device_.type == "cpu":
             t = t.contiguous(memory_format=torch.channels_last_3d)
         return t
 
-    def _check_size(self, shape: tuple[int, ...]) -> None:
+    def _check_size(self, shape: tuple[int, ...], what: str = "volumes") -> None:
         levels = 3 if self.network == "unet" else 4
         if min(shape[1:]) < 2**levels:
             raise ValueError(
-                f"volumes must be at least {2**levels} voxels along every axis for the "
+                f"{what} must be at least {2**levels} voxels along every axis for the "
                 f"{self.network!r} network ({levels} poolings), got {tuple(shape[1:])}"
             )
 
@@ -243,9 +303,12 @@ class PooledNetwork(TorchEstimator):
         targets: np.ndarray,
         order: np.ndarray,
         optimisers: list[torch.optim.Optimizer],
+        rng: np.random.Generator,
     ) -> tuple[float, float]:
-        """One pass over ``order`` in minibatches: cross-entropy of the pooled head's logits
-        (Xie et al. Sec. 2). Returns the mean loss and the fraction of correct argmaxes."""
+        """One pass over ``order`` in minibatches of augmented volumes (:func:`augment_batch`
+        with ``crop_fraction`` and ``flip_axis``, drawn from ``rng``): cross-entropy of the
+        pooled head's logits (Xie et al. Sec. 2). Returns the mean loss and the fraction of
+        correct argmaxes."""
         net, head = self.network_, self.head_
         net.train()
         head.train()
@@ -254,7 +317,10 @@ class PooledNetwork(TorchEstimator):
         loss_sum, correct = 0.0, 0
         for a in range(0, len(order), bs):
             idx = order[a : a + bs]
-            x, m = self._batch(X, idx), self._batch(M, idx)
+            xb, mb = augment_batch(
+                X[idx], M[idx], rng, crop_fraction=self.crop_fraction, flip_axis=self.flip_axis
+            )
+            x, m = self._batch(xb), self._batch(mb)
             y = y_all[idx].to(self.device_)
             logits = self._head_logits(self._pool(net(x), m))
             loss = F.cross_entropy(logits, y)
@@ -272,7 +338,7 @@ class PooledNetwork(TorchEstimator):
     def _network_optimiser(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(
             self.network_.parameters(),
-            lr=float(self.lr),
+            lr=self.lr_,
             momentum=float(self.momentum),
             weight_decay=float(self.weight_decay),
         )
@@ -284,11 +350,14 @@ class PooledNetwork(TorchEstimator):
         self._validate_params()
         X = as_volumes(volumes)
         self._check_size(X.shape)
+        crop = [max(1, round(self.crop_fraction * s)) for s in X.shape[1:]]
+        self._check_size((len(X), *crop), f"training crops (crop_fraction={self.crop_fraction})")
         M = as_masks(masks, X.shape)
         return X, M
 
     def _start(self, X: np.ndarray) -> None:
         self._select_device()
         self.input_shape_ = tuple(X.shape[1:])
+        self.lr_ = scaled_lr(self.lr, self.batch_size)
         self.network_ = self._new_network()
         self.n_features_out_ = int(self.network_.out_channels)

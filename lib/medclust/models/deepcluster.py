@@ -10,9 +10,10 @@ Joulin and Douze, "Deep clustering for unsupervised learning of visual features"
    :class:`~medclust.models.unet3d.Encoder3D`) in eval mode without gradients; the features are
    averaged inside the lung mask (:func:`~medclust.models.pooling.masked_average_pool`).
 2. *Preprocessing* (Caron et al. Sec. 3.2 / Sec. 4 "we PCA-reduce to 256 dimensions, whiten and
-   l2-normalise"; Xie et al. "scaled and PCA-reduced"): standard scaling, PCA to ``pca_dim``
-   components with whitening, L2 normalisation of each row
-   (:func:`~medclust.models.pooling.preprocess_features`).
+   l2-normalise"; Xie et al. "scaled and PCA-reduced"): standard scaling, then PCA to
+   ``pca_dim`` components with whitening and L2 normalisation of each row where the features
+   have at least 16 times ``pca_dim`` dimensions, as Caron et al.'s 4096 -> 256
+   (:class:`~medclust.models.pooling.FeaturePreprocessing`).
 3. *k-means* (scikit-learn, a new seed every epoch as Caron et al.'s code does) gives the
    pseudo-labels ``y_n``. Empty clusters are repaired as Caron et al. Sec. 3.3 "Empty clusters"
    (:func:`repair_empty_clusters`).
@@ -23,7 +24,14 @@ Joulin and Douze, "Deep clustering for unsupervised learning of visual features"
 5. *Training* of ``f_theta`` and ``g_W`` for one epoch on the multinomial logistic loss
    ``(1/N) sum_n l(g_W(pool(f_theta(x_n))), y_n)`` (Xie et al. Sec. 2), with the inputs drawn
    uniformly over the pseudo-labels (Caron et al. Sec. 3.3 "Trivial parametrization";
-   :func:`uniform_label_sample`).
+   :func:`uniform_label_sample`), randomly cropped and mirrored as Caron et al.'s training
+   images (:func:`~medclust.models.dcam.augment_batch`), with Caron et al.'s learning rate
+   scaled linearly to the batch size (:func:`~medclust.models.dcam.scaled_lr`).
+
+After the last epoch the final network's features are clustered once more (steps 1-3): that
+clustering is ``labels_``, and :meth:`DeepCluster.transform` and :meth:`DeepCluster.assign`
+use its preprocessing and centroids, so new volumes are clustered by the network that was
+returned (Xie et al. evaluate "unsupervised clustering accuracy" of the trained network).
 
 Dense clustering activation maps (Xie et al. Sec. 2) are ``g_W`` applied at every voxel of the
 dense features (:meth:`~medclust.models.dcam.PooledNetwork.dcam`); their mask-average is the
@@ -53,22 +61,17 @@ from tqdm.auto import tqdm
 from medclust.metrics import nmi
 from medclust.models.common import torch_numerics
 from medclust.models.dcam import INFER_VOLUMES, PooledNetwork, as_masks, as_volumes, digest
-from medclust.models.pooling import (
-    l2_normalise,
-    masked_average_pool,
-    preprocess_features,
-    resize_mask,
-)
+from medclust.models.pooling import FeaturePreprocessing, masked_average_pool, resize_mask
 from medclust.validation import Int, Options
 
 __all__ = [
     "INFER_VOLUMES",
     "DeepCluster",
+    "FeaturePreprocessing",
     "SupervisedPooledClassifier",
     "as_masks",
     "as_volumes",
     "masked_average_pool",
-    "preprocess_features",
     "repair_empty_clusters",
     "resize_mask",
     "uniform_label_sample",
@@ -181,27 +184,33 @@ class DeepCluster(ClusterMixin, PooledNetwork):
         Filters of the U-Net's first level (not given in the paper; small for CPU runs).
     epochs : int, default 20
         Clustering + training epochs (not given in either paper for this setting; Caron et al.
-        train 500 epochs on ImageNet).
+        train 500 epochs on ImageNet). ``0`` clusters the features of the untrained network
+        (the "random features" reference of Caron et al. Sec. 4).
     pca_dim : int or None, default 8
-        PCA components kept (and whitened) before k-means; ``None`` keeps all. Capped at the
-        feature and sample counts, and near-zero-variance components are dropped
-        (:func:`preprocess_features`). Neither paper gives a value for this setting (Caron et
-        al. reduce 4096 to 256 dimensions for 1.3 M images). Whitening gives every kept
-        component the same weight, so keeping many of them with few volumes lets noise decide
-        the clusters: on a bright/dark toy (48 volumes of 32^3, the baseline encoder's 48
-        pooled channels, 2 clusters, lr 0.01) the pseudo-labels were random at every epoch
-        (NMI to the truth and between epochs ~0) with 48 or 16 components and exact (NMI 1)
-        with 8 or 4. The U-Net's pooled features have ``base_filters`` channels: 8 keeps all
-        of them for ``base_filters <= 8``.
+        PCA components kept (and whitened, then L2-normalised) before k-means where the pooled
+        features have at least ``16 * pca_dim`` dimensions (Caron et al.: 4096 -> 256;
+        :func:`~medclust.models.pooling.whitening_applies`); otherwise, or with ``None``, the
+        features are only standardised. With a few volumes whitening many components lets noise
+        decide the clusters: on a bright/dark toy (48 volumes of 32^3, the baseline encoder's
+        48 pooled channels, 2 clusters) the pseudo-labels were random at every epoch with 48 or
+        16 whitened components and exact with 8 or 4; and whitening + L2 to a few dimensions
+        loses information (see ``pooling.MIN_REDUCTION``).
     lr, momentum, weight_decay : float, defaults 0.05, 0.9, 1e-5
-        SGD of Caron et al.'s code (``--lr 0.05``, momentum 0.9, ``--wd -5``). The head gets a
-        fresh SGD with the same ``lr`` and ``weight_decay`` and no momentum every epoch (as the
-        top layer in Caron et al.'s code); the network's optimiser persists across epochs.
-        Caron et al.'s rate is for batches of 256 images; with batches of 8 volumes 0.05 worked
-        for DeepCluster on the toy above with both networks, but supervised training of the
-        baseline encoder did not converge at 0.05 (it did at 0.01).
+        SGD of Caron et al.'s code (``--lr 0.05``, momentum 0.9, ``--wd -5``); ``lr`` is the
+        rate for Caron et al.'s batch of 256, and the rate used, ``lr_``, is scaled linearly to
+        ``batch_size`` (:func:`~medclust.models.dcam.scaled_lr`: 0.0015625 at 8). The head gets
+        a fresh SGD with ``lr_`` and ``weight_decay`` and no momentum every epoch (as the top
+        layer in Caron et al.'s code); the network's optimiser persists across epochs.
     batch_size : int, default 8
         Volumes per step (Caron et al.: 256 images; 3D CT volumes need far smaller batches).
+    crop_fraction : float, default 0.875
+        Training volumes are cropped to this fraction of each side at a random offset
+        (Caron et al.'s random crops, without the resizing: lesion sizes in mm are kept);
+        1 disables. 0.875 is 224 / 256, the crop of Caron et al.'s 256-px resized images.
+    flip_axis : int or None, default 0
+        Array axis along which a training volume is mirrored with probability 1/2 (Caron et
+        al.'s horizontal flips): the cohort format's x, right-left. ``None`` disables; the
+        superior-inferior axis is never a good choice (upper-zone predominance is a sign).
     iters_per_epoch : int or None, default None
         Training steps per epoch; ``None`` draws N samples (one pass), as
         ``UnifLabelSampler(N)`` with ``--reassign 1`` does in Caron et al.'s code.
@@ -221,27 +230,31 @@ class DeepCluster(ClusterMixin, PooledNetwork):
 
     Attributes
     ----------
-    labels_ : (N,) int64 -- pseudo-labels of the last epoch (the targets the head was trained
-        on, after the empty-cluster repair).
+    labels_ : (N,) int64 -- the clusters of the training volumes by the final network (the
+        clustering step after the last epoch, after the empty-cluster repair).
     network_ : UNet3D or Encoder3D -- the trained feature network ``f_theta`` (eval mode).
-    head_ : nn.Conv3d(C, n_clusters, 1) -- ``g_W`` of the last epoch.
-    scaler_, pca_, kmeans_ -- the preprocessing and k-means of the last epoch (``kmeans_``
-        carries the repaired ``labels_`` and ``cluster_centers_``).
-    cluster_centers_ : (n_clusters, pca_dim_) -- ``kmeans_.cluster_centers_``.
-    pca_dim_ : int -- PCA components actually kept in the last epoch.
-    history_ : dict of lists, one entry per epoch -- ``loss`` (mean training cross-entropy),
-        ``accuracy`` (fraction of training draws whose argmax matched the pseudo-label),
-        ``nmi_prev`` (NMI between this and the previous epoch's pseudo-labels, Caron et al.
-        Fig. 2(b); NaN at the first), ``cluster_sizes`` (K ints), ``inertia`` (k-means),
-        ``n_repaired`` (empty clusters refilled), ``pca_dim``, ``head_init_digest`` and
-        ``head_final_digest`` (SHA-256 of the head's weights when re-initialised and after the
-        epoch's training), ``seconds``.
+    head_ : nn.Conv3d(C, n_clusters, 1) -- ``g_W`` of the last epoch (trained on that
+        epoch's pseudo-labels; a fresh random head when ``epochs=0``).
+    preprocessing_, kmeans_ -- the preprocessing and k-means of the final clustering
+        (``kmeans_`` carries the repaired ``labels_`` and ``cluster_centers_``).
+    cluster_centers_ : (n_clusters, n_dims_) -- ``kmeans_.cluster_centers_``.
+    n_dims_ : int -- dimensions k-means saw in the final clustering (``pca_dim`` when whitened,
+        else ``n_features_out_``).
+    lr_ : float -- the learning rate used, ``lr`` scaled to ``batch_size``.
+    history_ : dict of lists, one entry per epoch -- ``labels`` (the epoch's pseudo-labels),
+        ``loss`` (mean training cross-entropy), ``accuracy`` (fraction of training draws whose
+        argmax matched the pseudo-label), ``nmi_prev`` (NMI between this and the previous
+        epoch's pseudo-labels, Caron et al. Fig. 2(b); NaN at the first), ``cluster_sizes``
+        (K ints), ``inertia`` (k-means), ``n_repaired`` (empty clusters refilled), ``n_dims``,
+        ``head_init_digest`` and ``head_final_digest`` (SHA-256 of the head's weights when
+        re-initialised and after the epoch's training), ``seconds``.
     input_shape_ : (D, H, W) of the training volumes. n_features_out_ : int -- C.
     device_ : torch.device
     """
 
     _constraints = {
         **PooledNetwork._constraints,
+        "epochs": Int(0),
         "n_clusters": Int(2),
         "pca_dim": Int(1, allow_none=True),
         "kmeans_n_init": Int(1),
@@ -259,6 +272,8 @@ class DeepCluster(ClusterMixin, PooledNetwork):
         momentum: float = 0.9,
         weight_decay: float = 1e-5,
         batch_size: int = 8,
+        crop_fraction: float = 0.875,
+        flip_axis: int | None = 0,
         iters_per_epoch: int | None = None,
         kmeans_n_init: int = 10,
         seed: int = 0,
@@ -274,6 +289,8 @@ class DeepCluster(ClusterMixin, PooledNetwork):
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.batch_size = batch_size
+        self.crop_fraction = crop_fraction
+        self.flip_axis = flip_axis
         self.iters_per_epoch = iters_per_epoch
         self.kmeans_n_init = kmeans_n_init
         self.seed = seed
@@ -299,13 +316,20 @@ class DeepCluster(ClusterMixin, PooledNetwork):
         return self.fit(volumes, masks).labels_
 
     def transform(self, volumes: Any, masks: Any = None) -> np.ndarray:
-        """Pooled features preprocessed as for the last epoch's k-means (scaled, PCA-whitened,
-        L2-normalised): ``(N, pca_dim_)`` float64. The network is the final one, so for the
-        training set this is one training epoch later than the k-means of ``labels_``."""
-        check_is_fitted(self, "pca_")
-        X = self._inference_input(volumes)
-        pooled = self._pooled_features(X, as_masks(masks, X.shape))
-        return l2_normalise(self.pca_.transform(self.scaler_.transform(pooled.astype(float))))
+        """The final network's pooled features, preprocessed as for the final clustering:
+        ``(N, n_dims_)`` float64, the space of ``cluster_centers_``."""
+        check_is_fitted(self, "preprocessing_")
+        return self.transform_pooled(self.pooled_features(volumes, masks))
+
+    def assign(self, volumes: Any, masks: Any = None) -> np.ndarray:
+        """Cluster of each volume: the nearest of the final ``cluster_centers_`` in the space
+        of :meth:`transform` (``predict`` is the head's class, which selects the dCAM)."""
+        return self.kmeans_.predict(self.transform(volumes, masks)).astype(np.int64)
+
+    def transform_pooled(self, pooled: np.ndarray) -> np.ndarray:
+        """:meth:`transform` from features already pooled by :meth:`pooled_features`."""
+        check_is_fitted(self, "preprocessing_")
+        return self.preprocessing_.transform(pooled)
 
     # ----------------------------------------------------------------- internals
 
@@ -321,21 +345,22 @@ class DeepCluster(ClusterMixin, PooledNetwork):
         return head.to(self.device_)
 
     def _cluster(self, pooled: np.ndarray, epoch: int):
-        Z, scaler, pca = preprocess_features(pooled, self.pca_dim, seed=int(self.seed))
+        preprocessing = FeaturePreprocessing(self.pca_dim, seed=int(self.seed))
+        Z = preprocessing.fit_transform(pooled)
         km_seed = int(np.random.default_rng([int(self.seed), 1, epoch]).integers(2**31 - 1))
         km = KMeans(int(self.n_clusters), n_init=int(self.kmeans_n_init), random_state=km_seed)
         km.fit(Z)
         rng = np.random.default_rng([int(self.seed), 3, epoch])
         labels, centers, n_rep = repair_empty_clusters(Z, km.labels_, km.cluster_centers_, rng)
         km.labels_, km.cluster_centers_ = labels, centers.astype(km.cluster_centers_.dtype)
-        return labels, scaler, pca, km, n_rep, rng
+        return labels, preprocessing, km, n_rep, rng
 
     def _fit(self, X: np.ndarray, M: np.ndarray) -> None:
         hist: dict[str, list] = {
             key: []
             for key in (
-                "loss", "accuracy", "nmi_prev", "cluster_sizes", "inertia", "n_repaired",
-                "pca_dim", "head_init_digest", "head_final_digest", "seconds",
+                "labels", "loss", "accuracy", "nmi_prev", "cluster_sizes", "inertia",
+                "n_repaired", "n_dims", "head_init_digest", "head_final_digest", "seconds",
             )
         }  # fmt: skip
         opt_net = self._network_optimiser()
@@ -345,27 +370,29 @@ class DeepCluster(ClusterMixin, PooledNetwork):
             start = time.perf_counter()
             # 1-3: features of the frozen network -> preprocessing -> k-means pseudo-labels
             pooled = self._pooled_features(X, M)
-            labels, scaler, pca, km, n_rep, rng = self._cluster(pooled, epoch)
+            labels, prep, km, n_rep, rng = self._cluster(pooled, epoch)
             # 4: a fresh head every epoch, with its own optimiser (no momentum to carry over)
             self.head_ = self._new_head(rng)
             init_digest = digest(self.head_)
             opt_head = torch.optim.SGD(
-                self.head_.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay)
+                self.head_.parameters(), lr=self.lr_, weight_decay=float(self.weight_decay)
             )
             # 5: one epoch of training, uniform over the pseudo-labels
             order = uniform_label_sample(
                 labels, self._n_draws(len(X)), np.random.default_rng([int(self.seed), 2, epoch])
             )
-            loss, acc = self._train_epoch(X, M, labels, order, [opt_net, opt_head])
+            augment = np.random.default_rng([int(self.seed), 4, epoch])
+            loss, acc = self._train_epoch(X, M, labels, order, [opt_net, opt_head], augment)
 
             sizes = np.bincount(labels, minlength=int(self.n_clusters))
+            hist["labels"].append(labels)
             hist["loss"].append(loss)
             hist["accuracy"].append(acc)
             hist["nmi_prev"].append(np.nan if previous is None else nmi(previous, labels))
             hist["cluster_sizes"].append(sizes.tolist())
             hist["inertia"].append(float(km.inertia_))
             hist["n_repaired"].append(n_rep)
-            hist["pca_dim"].append(int(pca.n_components_))
+            hist["n_dims"].append(prep.n_features_out_)
             hist["head_init_digest"].append(init_digest)
             hist["head_final_digest"].append(digest(self.head_))
             hist["seconds"].append(time.perf_counter() - start)
@@ -377,12 +404,17 @@ class DeepCluster(ClusterMixin, PooledNetwork):
                 hist["seconds"][-1],
             )  # fmt: skip
         bar.close()
+        # the clustering step once more, on the final network's features
+        pooled = self._pooled_features(X, M)
+        labels, prep, km, _, rng = self._cluster(pooled, int(self.epochs))
+        if self.epochs == 0:
+            self.head_ = self._new_head(rng)
         self.network_.eval()
         self.head_.eval()
         self.labels_ = labels.astype(np.int64)
-        self.scaler_, self.pca_, self.kmeans_ = scaler, pca, km
+        self.preprocessing_, self.kmeans_ = prep, km
         self.cluster_centers_ = km.cluster_centers_
-        self.pca_dim_ = int(pca.n_components_)
+        self.n_dims_ = prep.n_features_out_
         self.history_ = hist
 
 
@@ -397,14 +429,16 @@ class SupervisedPooledClassifier(PooledNetwork):
 
     Parameters
     ----------
-    network, base_filters, epochs, momentum, weight_decay, batch_size, iters_per_epoch, seed,
-    device, verbose
+    network, base_filters, epochs, momentum, weight_decay, batch_size, crop_fraction,
+    flip_axis, iters_per_epoch, seed, device, verbose
         As :class:`DeepCluster`.
-    lr : float, default 0.01
-        SGD learning rate. Lower than DeepCluster's 0.05: on a bright/dark toy (48 volumes of
-        32^3, batches of 8) the baseline encoder stayed at chance at 0.05 and reached 100 %
-        training accuracy within 3 epochs at 0.01 (and at 0.002); the U-Net learned at all
-        three rates.
+    lr : float, default 0.32
+        SGD learning rate for batches of 256, scaled linearly to ``batch_size`` (``lr_``) as
+        DeepCluster's: 0.01 at 8, the rate at which this network learned a bright/dark toy
+        (48 volumes of 32^3) within 3 epochs. Caron et al.'s 0.05 is DeepCluster's; at that
+        per-sample rate a fresh head on lung-pooled features stays at chance through a
+        CPU-sized run, and the supervised reference is there to show what the true labels can
+        teach the same network.
     balanced : bool, default False
         Draw the training volumes uniformly over the classes (as DeepCluster does over
         pseudo-labels) instead of a plain permutation per epoch.
@@ -413,7 +447,7 @@ class SupervisedPooledClassifier(PooledNetwork):
     ----------
     classes_ : the sorted label values; ``predict`` returns them.
     network_, head_, history_ (``loss`` and ``accuracy`` per epoch: mean training
-    cross-entropy and fraction of correct training draws), input_shape_, device_.
+    cross-entropy and fraction of correct training draws), lr_, input_shape_, device_.
     """
 
     _constraints = {**PooledNetwork._constraints, "balanced": Options(bool)}
@@ -424,10 +458,12 @@ class SupervisedPooledClassifier(PooledNetwork):
         network: str = "unet",
         base_filters: int = 8,
         epochs: int = 20,
-        lr: float = 0.01,
+        lr: float = 0.32,
         momentum: float = 0.9,
         weight_decay: float = 1e-5,
         batch_size: int = 8,
+        crop_fraction: float = 0.875,
+        flip_axis: int | None = 0,
         iters_per_epoch: int | None = None,
         balanced: bool = False,
         seed: int = 0,
@@ -441,6 +477,8 @@ class SupervisedPooledClassifier(PooledNetwork):
         self.momentum = momentum
         self.weight_decay = weight_decay
         self.batch_size = batch_size
+        self.crop_fraction = crop_fraction
+        self.flip_axis = flip_axis
         self.iters_per_epoch = iters_per_epoch
         self.balanced = balanced
         self.seed = seed
@@ -463,7 +501,7 @@ class SupervisedPooledClassifier(PooledNetwork):
             self.head_ = head.to(self.device_)
             opt = torch.optim.SGD(
                 [*self.network_.parameters(), *self.head_.parameters()],
-                lr=float(self.lr),
+                lr=self.lr_,
                 momentum=float(self.momentum),
                 weight_decay=float(self.weight_decay),
             )
@@ -478,7 +516,8 @@ class SupervisedPooledClassifier(PooledNetwork):
                     rounds = -(-n_draws // len(X))
                     order = np.concatenate([rng.permutation(len(X)) for _ in range(rounds)])
                     order = order[:n_draws]
-                loss, acc = self._train_epoch(X, M, targets, order, [opt])
+                augment = np.random.default_rng([int(self.seed), 4, epoch])
+                loss, acc = self._train_epoch(X, M, targets, order, [opt], augment)
                 hist["loss"].append(loss)
                 hist["accuracy"].append(acc)
                 bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}")

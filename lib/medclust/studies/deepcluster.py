@@ -11,11 +11,15 @@ the glue, named after the paper's steps:
 * the scans (:func:`load_scans`, :func:`dataset_counts`): every CT resampled to one grid and
   windowed to the lung window (the paper: 2,000 train / 500 test COPDGene scans);
 * the classical baseline's features (:func:`classical_features`): lung HU histogram + %LAA-950;
-* Table 1 (:class:`Evaluation`, :func:`table1`): accuracy, NMI, silhouette and Davies-Bouldin
-  of each method on the test split, per seed;
-* the training curves (:func:`plot_training_curves`), the clusters against the subtypes
+* Table 1 (:class:`Evaluation`, :func:`table1`, :func:`who_wins`): accuracy, NMI, silhouette
+  and Davies-Bouldin of each method on the test split, per seed, with 95 % bootstrap intervals
+  over the test scans, beside the one-cluster floor, the untrained network, the classical
+  baseline and the true-severity ceiling;
+* the training curves (:func:`plot_training_curves`) and the pseudo-label stability of Caron
+  et al.'s Fig. 2 (:func:`plot_pseudo_label_stability`), the clusters against the subtypes
   (:func:`confusion`, :func:`plot_confusion`), Fig. 1's dCAMs (:func:`plot_dcams`) and their
-  localisation against the phantom's emphysema voxels (:func:`dcam_localisation`);
+  localisation against the phantom's emphysema voxels (:func:`dcam_localisation`,
+  :func:`dcam_sentence`);
 * the paper's numbers beside this run's (:func:`paper_comparison`) and the metrics
   (:func:`study_metrics`).
 """
@@ -30,6 +34,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from sklearn import metrics as skm
 from sklearn.cluster import KMeans
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
@@ -39,7 +44,7 @@ from medclust.cohort import load_cohort
 from medclust.intensity import window
 from medclust.models.deepcluster import DeepCluster, SupervisedPooledClassifier
 from medclust.runtime import select_device
-from medclust.studies.common import StudyRun, mean_sd, mean_sd_table, sd_or_zero
+from medclust.studies.common import StudyRun, mean_sd_table, sd_or_zero
 from medclust.studies.common import start as start_run
 from medclust.validation import check_int
 
@@ -48,13 +53,20 @@ log = logging.getLogger(__name__)
 #: DeepCluster's two feature networks (Xie et al. Sec. 2): method name -> ``network`` param.
 NETWORKS = {"proposed": "unet", "baseline": "encoder"}
 
-#: The rows of Table 1, in its order.
+#: The rows of Table 1, in its order: the floor, the references that learn nothing from the
+#: scans' pseudo-labels, the two DeepCluster networks, the supervised reference, the ceiling.
 NAMES = {
+    "one_cluster": "one cluster (floor)",
+    "classical": "k-means on HU histogram + %LAA",
+    "untrained": "untrained 3D U-Net + k-means",
     "baseline": "baseline (encoder)",
     "proposed": "proposed (3D U-Net)",
     "supervised": "supervised reference",
-    "classical": "k-means on HU histogram + %LAA",
+    "true_severity": "k-means on the true severity (ceiling)",
 }
+
+#: Bootstrap resamples of the test scans for every interval.
+N_BOOT = 1000
 
 #: The Fleischner subtypes in order of severity (the confusion table's columns).
 SUBTYPES = ("absent", "trace", "mild", "moderate", "confluent", "advanced_destructive")
@@ -72,6 +84,9 @@ HEADLINE = {
     "acc_enc": "acc.baseline",
     "acc_sup": "acc.supervised",
     "acc_hu": "acc.classical",
+    "acc_untrained": "acc.untrained",
+    "acc_floor": "acc.one_cluster",
+    "acc_ceiling": "acc.true_severity",
     "nmi": "nmi.proposed",
     "dcam_auc": "dcam_auc.proposed",
 }
@@ -88,8 +103,8 @@ def start(
     pca_dim: int,
     **positive_ints: int,
 ) -> tuple[StudyRun, str]:
-    """Check the params (the ``positive_ints``; ``pca_dim >= 0``, 0 keeping every PCA
-    component; a lung window with ``hu_min < hu_max``), choose the torch device and open the
+    """Check the params (the ``positive_ints``; ``pca_dim >= 0``, 0 standardising the pooled
+    features without PCA whatever their dimension; a lung window with ``hu_min < hu_max``), choose the torch device and open the
     report. Returns the run and the device's name (the estimators' ``device``)."""
     check_int("param pca_dim", pca_dim, 0)
     hu_min, hu_max = hu_window
@@ -113,6 +128,7 @@ class Scans:
     y: np.ndarray  #: (N,) subtype names
     splits: np.ndarray  #: (N,) "train" / "test" / ...
     root: str = ""
+    severity: np.ndarray | None = None  #: (N,) the latent severity (phantom), or None
 
     @property
     def train(self) -> np.ndarray:
@@ -146,13 +162,18 @@ def load_scans(
     split_column: str,
     input_size: int,
     hu_window: tuple[float, float],
+    severity_column: str = "",
 ) -> Scans:
     """Inspiratory chest CTs with a lung mask each (the paper: manually annotated masks) and
     the subtype and split from ``clinical.csv``; every scan resampled to ``input_size``^3
     (trilinear; masks and emphysema maps nearest) and windowed: ``hu_window`` mapped to [0, 1],
-    clipped."""
+    clipped. ``severity_column`` (``""``: none) names the latent severity of a phantom, the
+    ceiling's feature."""
     data = load_cohort(cohort, ndim=3, require=("mask",))
-    for column, param in ((label_column, "label_column"), (split_column, "split_column")):
+    columns = [(label_column, "label_column"), (split_column, "split_column")]
+    if severity_column:
+        columns.append((severity_column, "severity_column"))
+    for column, param in columns:
         if column not in data.clinical.columns:
             raise ValueError(f"{data.root / 'clinical.csv'}: no column {column!r} (param {param})")
     splits = data.clinical[split_column].astype(str).to_numpy()
@@ -184,6 +205,7 @@ def load_scans(
         y=data.label_values(label_column).astype(str).to_numpy(),
         splits=splits,
         root=str(data.root),
+        severity=(data.clinical[severity_column].to_numpy(float) if severity_column else None),
     )
 
 
@@ -215,88 +237,262 @@ def classical_features(
 
 class Evaluation:
     """Clustering of the test split by each method and seed (Table 1): one row of scores per
-    (method, seed), with the fitted models and the test predictions for the figures."""
+    (method, seed), with the fitted models, the test predictions and the points the internal
+    scores are measured on (for the intervals and figures)."""
 
     def __init__(self, scans: Scans) -> None:
         self.scans = scans
         self.rows: list[dict] = []
         self.models: dict = {}
         self.predictions: dict = {}
+        self.points: dict = {}
         self.head_predictions: dict = {}
 
-    def add(self, method: str, seed: int, pred: np.ndarray, features: np.ndarray) -> None:
+    @property
+    def y_test(self) -> np.ndarray:
+        return self.scans.y[self.scans.test]
+
+    def add(self, method: str, seed: int, pred: np.ndarray, points: np.ndarray | None) -> None:
         """Accuracy and NMI of ``pred`` against the test subtypes, silhouette and
-        Davies-Bouldin in the space of ``features`` (the test scans')."""
-        y_test = self.scans.y[self.scans.test]
+        Davies-Bouldin in the space of ``points`` (the test scans'; ``None``: not defined)."""
+        pred = np.asarray(pred)
         self.predictions[method, seed] = pred
+        self.points[method, seed] = points
+        internal = (
+            {"silhouette": np.nan, "davies_bouldin": np.nan}
+            if points is None
+            else cm.internal_scores(points, pred, seed=seed)
+        )
         self.rows.append(
             {
                 "method": method,
                 "seed": seed,
-                "acc": cm.cluster_accuracy(y_test, pred),
-                "nmi": cm.nmi(y_test, pred),
-                **cm.internal_scores(features, pred, seed=seed),
+                "acc": cm.cluster_accuracy(self.y_test, pred),
+                "nmi": cm.nmi(self.y_test, pred),
+                **internal,
             }
         )
 
-    def classical(self, seed: int, kmeans: KMeans, features: np.ndarray) -> None:
-        """k-means fitted on the training scans' ``features``: the test scans' clusters."""
-        test = self.scans.test
-        self.add("classical", seed, kmeans.predict(features[test]), features[test])
+    def one_cluster(self, seed: int) -> None:
+        """The floor: every test scan in one cluster (its accuracy is the largest subtype's
+        share; silhouette and Davies-Bouldin are undefined)."""
+        self.add("one_cluster", seed, np.zeros(int(self.scans.test.sum()), np.int64), None)
+
+    def classical(self, seed: int, n_clusters: int, features: np.ndarray) -> None:
+        """k-means with ``n_clusters`` fitted on the training scans' ``features`` (all scans'
+        rows): the test scans' clusters."""
+        train, test = self.scans.train, self.scans.test
+        km = KMeans(n_clusters, n_init=10, random_state=seed).fit(features[train])
+        self.add("classical", seed, km.predict(features[test]), features[test])
+
+    def true_severity(self, seed: int, n_clusters: int) -> None:
+        """The ceiling: k-means with ``n_clusters`` on the phantom's latent severity (what the
+        subtype is drawn from), fitted on the training scans. Nothing that clusters what the
+        generator varies can do better, since neighbouring subtypes overlap in severity."""
+        sev = self.scans.severity
+        if sev is None:
+            return
+        z = StandardScaler().fit(sev[self.scans.train, None]).transform(sev[:, None])
+        km = KMeans(n_clusters, n_init=10, random_state=seed).fit(z[self.scans.train])
+        self.add("true_severity", seed, km.predict(z[self.scans.test]), z[self.scans.test])
 
     def deepcluster(self, method: str, seed: int, model: DeepCluster) -> None:
-        """A trained DeepCluster: the training features of the final network are clustered
-        once more (the clustering step of an epoch, after the last training epoch) and each
-        test scan takes its nearest centroid; silhouette and Davies-Bouldin in that whitened
-        feature space. The head's own class on the test scans is kept for the dCAMs."""
+        """A fitted DeepCluster (``epochs=0``: the untrained network): each test scan takes
+        the nearest centroid of the final clustering of the training scans
+        (:meth:`~medclust.models.deepcluster.DeepCluster.assign`); silhouette and
+        Davies-Bouldin in that feature space. The head's own class on the test scans is kept
+        for the dCAMs of trained networks."""
         self.models[method, seed] = model
-        train, test = self.scans.inputs("train"), self.scans.inputs("test")
-        final_kmeans = KMeans(model.n_clusters, n_init=10, random_state=seed)
-        final_kmeans.fit(model.transform(*train))
-        Z_test = model.transform(*test)
-        self.add(method, seed, final_kmeans.predict(Z_test), Z_test)
-        self.head_predictions[method, seed] = model.predict(*test)
+        pooled = model.pooled_features(*self.scans.inputs("test"))
+        Z_test = model.transform_pooled(pooled)
+        self.add(method, seed, model.kmeans_.predict(Z_test), Z_test)
+        if model.epochs > 0:
+            self.head_predictions[method, seed] = model.predict_pooled(pooled)
 
     def supervised(self, seed: int, model: SupervisedPooledClassifier) -> None:
         """The supervised reference: its predicted subtypes; silhouette and Davies-Bouldin on
         its pooled features, standardised on the training scans."""
         self.models["supervised", seed] = model
         train, test = self.scans.inputs("train"), self.scans.inputs("test")
-        pooled = StandardScaler().fit(model.pooled_features(*train))
-        self.add(
-            "supervised",
-            seed,
-            model.predict(*test),
-            pooled.transform(model.pooled_features(*test)),
-        )
+        scaler = StandardScaler().fit(model.pooled_features(*train))
+        pooled = model.pooled_features(*test)
+        self.add("supervised", seed, model.predict_pooled(pooled), scaler.transform(pooled))
 
     def results(self) -> pd.DataFrame:
         """One row per method and seed: acc, nmi, silhouette, davies_bouldin."""
         return pd.DataFrame(self.rows)
 
+    def intervals(self, level: float = 0.95, n_boot: int = N_BOOT) -> pd.DataFrame:
+        """95 % bootstrap intervals over the test scans of each score's mean over seeds (the
+        same resamples for every method and score; percentile intervals shifted by the
+        bootstrap bias, :func:`~medclust.metrics.bootstrap_statistic`): accuracy and NMI of
+        the predictions, the mean per-scan silhouette value, Davies-Bouldin recomputed on the
+        resampled points. One row per method; columns ``<score>_ci_low`` / ``_ci_high``."""
+        y = self.y_test
+        rows = []
+        for method in dict.fromkeys(m for m, _ in self.predictions):
+            seeds = [s for m, s in self.predictions if m == method]
+            statistics = _resampled_scores(
+                y,
+                [self.predictions[method, s] for s in seeds],
+                [self.points[method, s] for s in seeds],
+            )
+            row = {"method": method}
+            for score, statistic in statistics.items():
+                lo, hi = cm.bootstrap_statistic(
+                    len(y), statistic, n_boot=n_boot, level=level, correct_bias=True
+                )
+                row |= {f"{score}_ci_low": lo, f"{score}_ci_high": hi}
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("method")
 
-def table1(results: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 analog: mean and sd over seeds of each score, one row per method."""
+
+def _resampled_scores(y: np.ndarray, preds: list, points: list) -> dict:
+    """``{score: statistic(idx)}``: each score's mean over the seeds' ``preds`` on the test
+    scans ``idx`` (acc, NMI; with ``points``, the mean per-scan silhouette value and
+    Davies-Bouldin recomputed on the resampled points)."""
+    y_codes = np.unique(y, return_inverse=True)[1]
+    codes = [np.unique(p, return_inverse=True)[1] for p in preds]
+    scores = {
+        "acc": lambda idx: np.mean([cm.cluster_accuracy(y[idx], p[idx]) for p in preds]),
+        "nmi": lambda idx: np.mean([_nmi(y_codes[idx], c[idx]) for c in codes]),
+    }
+    if points[0] is not None:
+        pairs = list(zip(points, preds, strict=True))
+        sil = [_silhouette_values(z, p) for z, p in pairs]
+        scores["silhouette"] = lambda idx: np.mean([v[idx].mean() for v in sil])
+        scores["davies_bouldin"] = lambda idx: np.mean(
+            [cm.davies_bouldin(z[idx], p[idx]) for z, p in pairs]
+        )
+    return scores
+
+
+def _nmi(y_codes: np.ndarray, p_codes: np.ndarray) -> float:
+    """NMI of two integer-coded labelings (:func:`~medclust.metrics.nmi_from_contingency`)."""
+    k = int(p_codes.max()) + 1
+    table = np.bincount(y_codes * k + p_codes, minlength=(int(y_codes.max()) + 1) * k)
+    return cm.nmi_from_contingency(table.reshape(-1, k))
+
+
+def _silhouette_values(points: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Per-scan silhouette values (NaN-free; zeros for a single cluster)."""
+    if np.unique(pred).size < 2:
+        return np.zeros(len(pred))
+    return skm.silhouette_samples(points, pred)
+
+
+def table1(results: pd.DataFrame, intervals: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 analog: per method (rows in :data:`NAMES` order) the mean and sd over seeds of
+    each score and its bootstrap interval."""
     scores = ["acc", "nmi", "silhouette", "davies_bouldin"]
-    return mean_sd_table(results, "method", scores, order=list(NAMES), names=NAMES)
+    stats = mean_sd_table(
+        results, "method", scores, order=[m for m in NAMES if m in set(results.method)]
+    )
+    table = stats.join(intervals)
+    columns = [f"{s}_{part}" for s in scores for part in ("mean", "std", "ci_low", "ci_high")]
+    table = table[[c for c in columns if c in table.columns]]
+    table.index = [NAMES[m] for m in table.index]
+    return table
+
+
+def _verdict(table: pd.DataFrame, a: str, b: str, score: str = "acc") -> str:
+    """How method ``a`` compares with ``b`` on ``score`` (intervals apart or overlapping)."""
+    lo, hi = table[f"{score}_ci_low"], table[f"{score}_ci_high"]
+    na, nb = NAMES[a], NAMES[b]
+    if lo[na] > hi[nb]:
+        return "beats"
+    if hi[na] < lo[nb]:
+        return "is worse than"
+    return "cannot be told apart from"
+
+
+def who_wins(table: pd.DataFrame) -> str:
+    """Plain sentences from :func:`table1`: does the 3D U-Net beat the encoder baseline, the
+    untrained network and the classical baseline here, and where do they sit between the
+    floor and the ceiling?"""
+    acc, lo, hi = table["acc_mean"], table["acc_ci_low"], table["acc_ci_high"]
+
+    def show(method: str) -> str:
+        name = NAMES[method]
+        return f"{name} {acc[name]:.3f} [{lo[name]:.3f}, {hi[name]:.3f}]"
+
+    rivals = [
+        m for m in ("one_cluster", "baseline", "untrained", "classical") if NAMES[m] in acc.index
+    ]
+    parts = [f"{_verdict(table, 'proposed', m)} {NAMES[m]}" for m in rivals]
+    text = (
+        f"On test accuracy (mean over seeds, 95 % bootstrap interval over the test scans) the "
+        f"proposed 3D U-Net {'; '.join(parts)}: {show('proposed')}, "
+        + ", ".join(show(m) for m in rivals)
+        + "."
+    )
+    more = []
+    if NAMES["supervised"] in acc.index:
+        more.append(f"the supervised reference scores {acc[NAMES['supervised']]:.3f}")
+    if NAMES["true_severity"] in acc.index:
+        more.append(f"k-means on the true severity (ceiling) {acc[NAMES['true_severity']]:.3f}")
+    return text + (f" For scale: {' and '.join(more)}." if more else "")
 
 
 # --------------------------------------------------------------------------- figures
 
 
 def plot_training_curves(models: dict, seed: int) -> plt.Figure:
-    """Loss, accuracy on the pseudo-labels and the NMI between consecutive epochs'
-    pseudo-labels (Caron et al. Fig. 2b) of the seed's models."""
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3))
-    for method in ("proposed", "baseline"):
+    """Loss and accuracy on the (pseudo-)labels per epoch of the seed's trained models: a
+    head that fits its pseudo-labels climbs well above chance (1/K)."""
+    fig, axes = plt.subplots(1, 2, figsize=(8.5, 3))
+    for method in ("proposed", "baseline", "supervised"):
         h = models[method, seed].history_
-        axes[0].plot(h["loss"], label=method)
-        axes[1].plot(h["accuracy"], label=method)
-        axes[2].plot(h["nmi_prev"], label=method)
-    axes[0].plot(models["supervised", seed].history_["loss"], label="supervised", color="grey")
-    titles = ["cross-entropy", "training accuracy on (pseudo-)labels", "NMI(epoch t-1, epoch t)"]
-    for ax, title in zip(axes, titles, strict=True):
+        style = {"color": "grey"} if method == "supervised" else {}
+        axes[0].plot(np.arange(1, len(h["loss"]) + 1), h["loss"], label=method, **style)
+        axes[1].plot(np.arange(1, len(h["loss"]) + 1), h["accuracy"], label=method, **style)
+    k = models["proposed", seed].n_clusters
+    axes[0].axhline(np.log(k), color="k", lw=0.6, ls=":", label="ln K (chance)")
+    axes[1].axhline(1 / k, color="k", lw=0.6, ls=":")
+    for ax, title in zip(
+        axes, ["cross-entropy", "training accuracy on (pseudo-)labels"], strict=True
+    ):
         ax.set(xlabel="epoch", title=title)
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+def pseudo_label_stability(models: dict, scans: Scans) -> pd.DataFrame:
+    """Per trained DeepCluster model and epoch (Caron et al. Fig. 2): the NMI between the
+    pseudo-labels of epochs t-1 and t (2b, stability), and between the pseudo-labels and the
+    true subtypes of the training scans (2a)."""
+    y = scans.y[scans.train]
+    rows = []
+    for (method, seed), model in models.items():
+        if method not in NETWORKS:
+            continue
+        h = model.history_
+        for epoch, (labels, prev) in enumerate(zip(h["labels"], h["nmi_prev"], strict=True)):
+            rows.append(
+                {
+                    "method": method,
+                    "seed": seed,
+                    "epoch": epoch + 1,
+                    "nmi_prev": prev,
+                    "nmi_truth": cm.nmi(y, labels),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def plot_pseudo_label_stability(stability: pd.DataFrame) -> plt.Figure:
+    """Caron et al. Fig. 2 analog: NMI(t-1, t) and NMI to the true subtypes per epoch, one thin
+    line per seed and the mean over seeds for each network."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharex=True)
+    for method, color in (("proposed", "C0"), ("baseline", "C1")):
+        sel = stability[stability.method == method]
+        for column, ax in zip(("nmi_prev", "nmi_truth"), axes, strict=True):
+            for _, one in sel.groupby("seed"):
+                ax.plot(one.epoch, one[column], color=color, lw=0.6, alpha=0.4)
+            mean = sel.groupby("epoch")[column].mean()
+            ax.plot(mean.index, mean.to_numpy(), color=color, lw=2, label=NAMES[method])
+    axes[0].set(title="NMI(pseudo-labels t-1, t)  (Caron Fig. 2b)", xlabel="epoch", ylim=(0, 1))
+    axes[1].set(title="NMI(pseudo-labels, true subtype)  (Fig. 2a)", xlabel="epoch")
     axes[0].legend(fontsize=7)
     return fig
 
@@ -323,38 +519,83 @@ def plot_confusion(table: pd.DataFrame, pred: np.ndarray, laa_test: np.ndarray) 
 # --------------------------------------------------------------------------- dCAMs
 
 
-def _dcam_auc(scans: Scans, maps: np.ndarray, assigned: np.ndarray) -> tuple[float, int]:
-    """Mean over the test scans with emphysema (and healthy lung) of the ROC AUC of the
-    ``assigned`` channel of ``maps`` against the true emphysema voxels inside the lung."""
+def _scan_aucs(scans: Scans, maps_of, test_rows: np.ndarray) -> np.ndarray:
+    """Per test scan with emphysema and healthy lung: the ROC AUC of its map (``maps_of(j)``
+    for the j-th test scan, a ``(D, H, W)`` array) against the true emphysema voxels inside
+    the lung."""
     aucs = []
-    for j, i in enumerate(np.flatnonzero(scans.test)):
+    for j, i in enumerate(test_rows):
         lung, truth = scans.masks[i], scans.truth_maps[i]
         t = truth[lung]
         if 0 < t.sum() < t.size:
-            aucs.append(roc_auc_score(t, maps[j][assigned[j]][lung]))
-    return float(np.mean(aucs)) if aucs else float("nan"), len(aucs)
+            aucs.append(roc_auc_score(t, maps_of(j)[lung]))
+    return np.asarray(aucs)
 
 
-def dcam_localisation(
-    dcams: dict[str, np.ndarray], evaluation: Evaluation, seed: int
-) -> pd.DataFrame | None:
+def dcam_aucs(model, scans: Scans, head_class: np.ndarray, chunk: int = 50) -> np.ndarray:
+    """Per-scan AUC (:func:`_scan_aucs`) of the dCAM channel of the head's class, computed
+    ``chunk`` test scans at a time (a dCAM holds K maps of the scan's size)."""
+    X, M = scans.inputs("test")
+    rows = np.flatnonzero(scans.test)
+    out = []
+    for a in range(0, len(rows), chunk):
+        maps = model.dcam(X[a : a + chunk])
+        cls = head_class[a : a + chunk]
+        out.append(_scan_aucs(scans, lambda j, m=maps, c=cls: m[j, c[j]], rows[a : a + chunk]))
+    return np.concatenate(out)
+
+
+def dcam_localisation(evaluation: Evaluation, n_boot: int = N_BOOT) -> pd.DataFrame | None:
     """Localisation of the dCAMs (beyond the paper, which shows them, Fig. 1): per test scan
     the ROC AUC of the dCAM channel of the head's class against the phantom's emphysema
-    voxels, for each network, beside a map that needs no learning, low attenuation (-HU).
-    ``None`` when the cohort has no emphysema maps."""
+    voxels, averaged over seeds, for each network, beside a map that needs no learning, low
+    attenuation (-HU), and the paired difference of each network from -HU. Mean over the
+    scans with a 95 % bootstrap interval over them. ``None`` when the cohort has no emphysema
+    maps."""
     scans = evaluation.scans
     if not scans.has_truth_map:
         return None
-    rows = {}
-    for method, maps in dcams.items():
-        rows[method] = _dcam_auc(scans, maps, evaluation.head_predictions[method, seed])
-    n_scored = rows[method][1]
-    minus_hu = -scans.hu[scans.test][:, None]
-    rows["minus_hu"] = _dcam_auc(scans, minus_hu, np.zeros(int(scans.test.sum()), int))
-    return pd.DataFrame([{"map": k, "auc": v[0], "n_scans": n_scored} for k, v in rows.items()])
+    rows = np.flatnonzero(scans.test)
+    per_scan = {"minus_hu": _scan_aucs(scans, lambda j: -scans.hu[rows[j]], rows)}
+    for method in NETWORKS:
+        keys = [(m, s) for m, s in evaluation.head_predictions if m == method]
+        per_scan[method] = np.mean(
+            [dcam_aucs(evaluation.models[k], scans, evaluation.head_predictions[k]) for k in keys],
+            axis=0,
+        )
+    n = len(per_scan["minus_hu"])
+    values = dict(per_scan)
+    for method in NETWORKS:
+        values[f"{method} - minus_hu"] = per_scan[method] - per_scan["minus_hu"]
+    out = []
+    for name, v in values.items():
+        lo, hi = cm.bootstrap_statistic(n, lambda idx, v=v: v[idx].mean(), n_boot=n_boot)
+        out.append({"map": name, "auc": float(v.mean()), "ci_low": lo, "ci_high": hi, "n_scans": n})
+    return pd.DataFrame(out)
 
 
-def plot_dcams(dcams: np.ndarray, evaluation: Evaluation, laa: np.ndarray, seed: int) -> plt.Figure:
+def dcam_sentence(auc: pd.DataFrame | None) -> str:
+    """One plain sentence: do the proposed dCAMs localise emphysema better than -HU?"""
+    if auc is None:
+        return "The cohort has no emphysema maps: the dCAMs cannot be scored."
+    row = auc.set_index("map")
+    d = row.loc["proposed - minus_hu"]
+    if d.ci_low > 0:
+        verdict = "localise emphysema better than"
+    elif d.ci_high < 0:
+        verdict = "localise emphysema worse than"
+    else:
+        verdict = "cannot be told apart from"
+    p, h = row.loc["proposed"], row.loc["minus_hu"]
+    return (
+        f"The proposed dCAMs {verdict} plain low attenuation (-HU): voxel AUC against the true "
+        f"emphysema {p.auc:.3f} [{p.ci_low:.3f}, {p.ci_high:.3f}] vs {h.auc:.3f} "
+        f"[{h.ci_low:.3f}, {h.ci_high:.3f}], paired difference {d.auc:+.3f} "
+        f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}] over {int(p.n_scans)} test scans."
+    )
+
+
+def plot_dcams(evaluation: Evaluation, laa: np.ndarray, seed: int) -> plt.Figure:
     """Fig. 1 analog: coronal slices of two test scans from each of the two proposed clusters
     with the most emphysema (mean %LAA), the CT above, the dCAM channel of the head's class
     below (the true emphysema outlined on the phantom)."""
@@ -364,14 +605,15 @@ def plot_dcams(dcams: np.ndarray, evaluation: Evaluation, laa: np.ndarray, seed:
     head_class = evaluation.head_predictions["proposed", seed]
     by_laa = pd.Series(laa[test]).groupby(cluster).mean().sort_values(ascending=False)
     show = [(k, j) for k in by_laa.index[:2] for j in np.flatnonzero(cluster == k)[:2]]
-    fig, axes = plt.subplots(2, len(show), figsize=(2.6 * len(show), 5.2), squeeze=False)
     test_idx = np.flatnonzero(test)
-    for c, (k, j) in enumerate(show):
-        i = test_idx[j]
+    picked = test_idx[[j for _, j in show]]
+    dcams = evaluation.models["proposed", seed].dcam(scans.X[picked])
+    fig, axes = plt.subplots(2, len(show), figsize=(2.6 * len(show), 5.2), squeeze=False)
+    for c, ((k, j), i) in enumerate(zip(show, picked, strict=True)):
         mask = scans.masks[i]
         yslice = int(np.argmax(mask.sum(axis=(0, 2))))
         ct = scans.hu[i][:, yslice, :].T
-        cam = np.where(mask[:, yslice, :], dcams[j, head_class[j]][:, yslice, :], np.nan).T
+        cam = np.where(mask[:, yslice, :], dcams[c, head_class[j]][:, yslice, :], np.nan).T
         for r in range(2):
             axes[r, c].imshow(ct, cmap="gray", vmin=-1000, vmax=200, origin="lower")
             axes[r, c].set_axis_off()
@@ -390,63 +632,87 @@ def plot_dcams(dcams: np.ndarray, evaluation: Evaluation, laa: np.ndarray, seed:
 # --------------------------------------------------------------------------- results
 
 
-def _auc_by_map(auc: pd.DataFrame) -> dict[str, float]:
-    return {row.map: float(row.auc) for row in auc.itertuples()}
+def _with_interval(table: pd.DataFrame, name: str, score: str) -> str:
+    row = table.loc[name]
+    mean, sd = row[f"{score}_mean"], row[f"{score}_std"]
+    lo, hi = row.get(f"{score}_ci_low", np.nan), row.get(f"{score}_ci_high", np.nan)
+    if not np.isfinite(mean):
+        return "undefined"
+    text = f"{mean:.3f}" + (f" ± {sd:.3f}" if np.isfinite(sd) and sd > 0 else "")
+    return text + (f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "")
 
 
 def paper_comparison(
-    results: pd.DataFrame, auc: pd.DataFrame | None, scans: Scans, input_size: int
+    table: pd.DataFrame, auc: pd.DataFrame | None, scans: Scans, input_size: int, n_seeds: int
 ) -> list[dict]:
     """Xie et al.'s Table 1 (accuracy, silhouette, Davies-Bouldin) beside this run's mean ±
-    sd over seeds, and the dCAM localisation (the paper's Fig. 1 is qualitative)."""
-    n_seeds = results.seed.nunique()
+    sd over seeds and 95 % bootstrap interval, with the floor, the references and the ceiling
+    this run adds, and the dCAM localisation (the paper's Fig. 1 is qualitative)."""
     note = (
         f"phantom ({int(scans.train.sum())} train / {int(scans.test.sum())} test, "
-        f"{input_size}³), mean ± sd over {n_seeds} seeds"
+        f"{input_size}³), mean ± sd over {n_seeds} seeds [95 % bootstrap CI over test scans]"
     )
     rows = []
-    for method in NAMES:
-        sel = results[results.method == method]
+    for method, name in NAMES.items():
+        if name not in table.index:
+            continue
         paper = PAPER.get(method, (None, None, None))
         for metric, value in zip(("acc", "silhouette", "davies_bouldin"), paper, strict=True):
+            if method not in PAPER and metric != "acc":
+                continue
             rows.append(
                 {
-                    "quantity": f"{NAMES[method]}: {metric}",
+                    "quantity": f"{name}: {metric}",
                     "paper": "" if value is None else value,
-                    "this_run": mean_sd(sel[metric]),
+                    "this_run": _with_interval(table, name, metric),
                     "note": note if method in PAPER else "not in the paper",
                 }
             )
     if auc is not None:
-        by_map = _auc_by_map(auc)
+        row = auc.set_index("map")
         rows.append(
             {
                 "quantity": "dCAM localisation AUC (proposed / baseline / −HU)",
                 "paper": "qualitative (Fig. 1)",
                 "this_run": " / ".join(
-                    f"{by_map[m]:.3f}" for m in ("proposed", "baseline", "minus_hu")
+                    f"{row.loc[m].auc:.3f} [{row.loc[m].ci_low:.3f}, {row.loc[m].ci_high:.3f}]"
+                    for m in ("proposed", "baseline", "minus_hu")
                 ),
-                "note": "first seed; against the phantom's emphysema voxels",
+                "note": f"mean over seeds per scan, {int(row.loc['minus_hu'].n_scans)} test "
+                "scans with emphysema; against the phantom's emphysema voxels",
             }
         )
     return rows
 
 
 def study_metrics(
-    results: pd.DataFrame, auc: pd.DataFrame | None, scans: Scans, **settings: int
+    results: pd.DataFrame,
+    table: pd.DataFrame,
+    auc: pd.DataFrame | None,
+    scans: Scans,
+    **settings: int,
 ) -> dict:
-    """Mean scores per method, the sd of the accuracy over seeds, the split sizes, the
-    ``settings`` (epochs, n_seeds, input_size) and the dCAM AUCs where the cohort has maps."""
+    """Mean scores per method, the sd of the accuracy over seeds and its bootstrap interval,
+    the split sizes, the ``settings`` (epochs, n_seeds, input_size) and the dCAM AUCs with
+    their intervals where the cohort has maps."""
+    methods = [m for m in NAMES if m in set(results.method)]
 
     def by_method(metric: str) -> dict[str, float]:
-        return {m: float(results[results.method == m][metric].mean()) for m in NAMES}
+        return {m: float(results[results.method == m][metric].mean()) for m in methods}
 
     metrics = {
         metric: by_method(metric) for metric in ("acc", "nmi", "silhouette", "davies_bouldin")
     }
-    metrics["acc_sd"] = {m: sd_or_zero(results[results.method == m].acc) for m in NAMES}
+    metrics["acc_sd"] = {m: sd_or_zero(results[results.method == m].acc) for m in methods}
+    metrics["acc_ci"] = {
+        m: [float(table.loc[NAMES[m], "acc_ci_low"]), float(table.loc[NAMES[m], "acc_ci_high"])]
+        for m in methods
+    }
     metrics |= {"n_train": int(scans.train.sum()), "n_test": int(scans.test.sum()), **settings}
     if auc is not None:
-        by_map = _auc_by_map(auc)
-        metrics["dcam_auc"] = {m: by_map[m] for m in ("proposed", "baseline", "minus_hu")}
+        row = auc.set_index("map")
+        metrics["dcam_auc"] = {m: float(row.loc[m].auc) for m in row.index}
+        metrics["dcam_auc_ci"] = {
+            m: [float(row.loc[m].ci_low), float(row.loc[m].ci_high)] for m in row.index
+        }
     return metrics
