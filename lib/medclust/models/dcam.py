@@ -52,6 +52,11 @@ def scaled_lr(lr: float, batch_size: int) -> float:
     return float(lr) * int(batch_size) / REFERENCE_BATCH
 
 
+def crop_shape(shape: tuple[int, ...], crop_fraction: float) -> list[int]:
+    """Sides of a training crop: ``round(crop_fraction * s)`` (at least 1) for each side ``s``."""
+    return [max(1, round(crop_fraction * s)) for s in shape]
+
+
 def augment_batch(
     X: np.ndarray,
     M: np.ndarray,
@@ -67,7 +72,7 @@ def augment_batch(
     mm are kept), and mirrored along ``flip_axis`` (the left-right axis; ``None``: never) with
     probability 1/2. A crop that would leave the lung mask empty is moved to centre on a
     mask voxel. ``crop_fraction = 1`` keeps the whole volume."""
-    size = [max(1, round(crop_fraction * s)) for s in X.shape[1:]]
+    size = crop_shape(X.shape[1:], crop_fraction)
     xs, ms = [], []
     for x, m in zip(X, M, strict=True):
         spare = [s - c for s, c in zip(x.shape, size, strict=True)]
@@ -350,7 +355,7 @@ class PooledNetwork(TorchEstimator):
         self._validate_params()
         X = as_volumes(volumes)
         self._check_size(X.shape)
-        crop = [max(1, round(self.crop_fraction * s)) for s in X.shape[1:]]
+        crop = crop_shape(X.shape[1:], self.crop_fraction)
         self._check_size((len(X), *crop), f"training crops (crop_fraction={self.crop_fraction})")
         M = as_masks(masks, X.shape)
         return X, M

@@ -84,7 +84,6 @@ HEADLINE = {
     "acc_enc": "acc.baseline",
     "acc_sup": "acc.supervised",
     "acc_hu": "acc.classical",
-    "acc_untrained": "acc.untrained",
     "acc_floor": "acc.one_cluster",
     "acc_ceiling": "acc.true_severity",
     "nmi": "nmi.proposed",
@@ -286,9 +285,10 @@ class Evaluation:
         self.add("classical", seed, km.predict(features[test]), features[test])
 
     def true_severity(self, seed: int, n_clusters: int) -> None:
-        """The ceiling: k-means with ``n_clusters`` on the phantom's latent severity (what the
-        subtype is drawn from), fitted on the training scans. Nothing that clusters what the
-        generator varies can do better, since neighbouring subtypes overlap in severity."""
+        """The ceiling: k-means with ``n_clusters`` on the phantom's latent severity, fitted on
+        the training scans. The images are rendered from the severity, not from the subtype,
+        and neighbouring subtypes overlap in severity, so even a perfect reading of it confuses
+        them: this is what clustering the disease the images show can reach."""
         sev = self.scans.severity
         if sev is None:
             return
@@ -617,7 +617,7 @@ def plot_dcams(evaluation: Evaluation, laa: np.ndarray, seed: int) -> plt.Figure
         for r in range(2):
             axes[r, c].imshow(ct, cmap="gray", vmin=-1000, vmax=200, origin="lower")
             axes[r, c].set_axis_off()
-        axes[0, c].set_title(f"cluster {k} (head class {head_class[j]}): {scans.y[i]}", fontsize=8)
+        axes[0, c].set_title(f"cluster {k}, head class {head_class[j]}\n{scans.y[i]}", fontsize=8)
         axes[1, c].imshow(cam, cmap="inferno", alpha=0.6, origin="lower")
         if scans.has_truth_map:
             truth = scans.truth_maps[i][:, yslice, :].T
