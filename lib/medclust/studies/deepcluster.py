@@ -85,7 +85,7 @@ HEADLINE = {
     "acc_sup": "acc.supervised",
     "acc_hu": "acc.classical",
     "acc_floor": "acc.one_cluster",
-    "acc_ceiling": "acc.true_severity",
+    "acc_ceil": "acc.true_severity",
     "nmi": "nmi.proposed",
     "dcam_auc": "dcam_auc.proposed",
 }
