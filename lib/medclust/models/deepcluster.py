@@ -318,7 +318,6 @@ class DeepCluster(ClusterMixin, PooledNetwork):
     def transform(self, volumes: Any, masks: Any = None) -> np.ndarray:
         """The final network's pooled features, preprocessed as for the final clustering:
         ``(N, n_dims_)`` float64, the space of ``cluster_centers_``."""
-        check_is_fitted(self, "preprocessing_")
         return self.transform_pooled(self.pooled_features(volumes, masks))
 
     def assign(self, volumes: Any, masks: Any = None) -> np.ndarray:

@@ -30,7 +30,7 @@ from medclust.cohort import Cohort, Volume
 from medclust.intensity import rescale_percentiles
 from medclust.models import DCEC, DEC, CAEEmbedding
 from medclust.plots import voronoi_projection
-from medclust.studies.common import mean_sd, mean_sd_table, sd_or_zero
+from medclust.studies.common import compare_intervals, mean_sd, mean_sd_table, sd_or_zero
 
 #: Notebook params that must be integers >= 1 (checked by ``studies.common.start``).
 INT_PARAMS = (
@@ -386,12 +386,11 @@ def who_wins(table: pd.DataFrame) -> str:
     lo, hi = table["acc_ci_low"], table["acc_ci_high"]
     dec, rivals = NAMES["dec"], [NAMES[m] for m in ("kmeans_cae", "pca_kmeans", "raw_kmeans")]
     best = max(rivals, key=lambda m: acc[m])
-    if lo[dec] > hi[best]:
-        verdict = f"DEC beats every baseline: its interval lies above that of {best}"
-    elif hi[dec] < lo[best]:
-        verdict = f"DEC does not beat its baselines: {best} is better, the intervals are apart"
-    else:
-        verdict = f"DEC and the best baseline ({best}) cannot be told apart: the intervals overlap"
+    verdict = {
+        1: f"DEC beats every baseline: its interval lies above that of {best}",
+        -1: f"DEC does not beat its baselines: {best} is better, the intervals are apart",
+        0: f"DEC and the best baseline ({best}) cannot be told apart: the intervals overlap",
+    }[compare_intervals((lo[dec], hi[dec]), (lo[best], hi[best]))]
     return (
         f"{verdict} (test ACC DEC {acc[dec]:.3f} [{lo[dec]:.3f}, {hi[dec]:.3f}], {best} "
         f"{acc[best]:.3f} [{lo[best]:.3f}, {hi[best]:.3f}]; floor {acc[NAMES['one_cluster']]:.3f},"

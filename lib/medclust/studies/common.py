@@ -49,6 +49,16 @@ def mean_sd(values: Sequence[float], digits: int = 3) -> str:
     return text + (f" ± {values.std(ddof=1):.{digits}f}" if len(values) > 1 else "")
 
 
+def compare_intervals(a: tuple[float, float], b: tuple[float, float]) -> int:
+    """``1`` when the interval ``a = (low, high)`` lies wholly above ``b``, ``-1`` when wholly
+    below, ``0`` when they overlap: the "who wins" test of every study's plain sentence."""
+    if a[0] > b[1]:
+        return 1
+    if a[1] < b[0]:
+        return -1
+    return 0
+
+
 def sd_or_zero(values: Sequence[float]) -> float:
     """Sample sd over seeds (ddof 1), 0.0 for a single seed (the ``*_sd`` metrics)."""
     values = np.asarray(values, dtype=float)

@@ -44,7 +44,7 @@ from medclust.cohort import load_cohort
 from medclust.intensity import window
 from medclust.models.deepcluster import DeepCluster, SupervisedPooledClassifier
 from medclust.runtime import select_device
-from medclust.studies.common import StudyRun, mean_sd_table, sd_or_zero
+from medclust.studies.common import StudyRun, compare_intervals, mean_sd_table, sd_or_zero
 from medclust.studies.common import start as start_run
 from medclust.validation import check_int
 
@@ -399,11 +399,9 @@ def _verdict(table: pd.DataFrame, a: str, b: str, score: str = "acc") -> str:
     """How method ``a`` compares with ``b`` on ``score`` (intervals apart or overlapping)."""
     lo, hi = table[f"{score}_ci_low"], table[f"{score}_ci_high"]
     na, nb = NAMES[a], NAMES[b]
-    if lo[na] > hi[nb]:
-        return "beats"
-    if hi[na] < lo[nb]:
-        return "is worse than"
-    return "cannot be told apart from"
+    return {1: "beats", -1: "is worse than", 0: "cannot be told apart from"}[
+        compare_intervals((lo[na], hi[na]), (lo[nb], hi[nb]))
+    ]
 
 
 def who_wins(table: pd.DataFrame) -> str:
@@ -580,12 +578,11 @@ def dcam_sentence(auc: pd.DataFrame | None) -> str:
         return "The cohort has no emphysema maps: the dCAMs cannot be scored."
     row = auc.set_index("map")
     d = row.loc["proposed - minus_hu"]
-    if d.ci_low > 0:
-        verdict = "localise emphysema better than"
-    elif d.ci_high < 0:
-        verdict = "localise emphysema worse than"
-    else:
-        verdict = "cannot be told apart from"
+    verdict = {
+        1: "localise emphysema better than",
+        -1: "localise emphysema worse than",
+        0: "cannot be told apart from",
+    }[compare_intervals((d.ci_low, d.ci_high), (0.0, 0.0))]
     p, h = row.loc["proposed"], row.loc["minus_hu"]
     return (
         f"The proposed dCAMs {verdict} plain low attenuation (-HU): voxel AUC against the true "
