@@ -28,6 +28,9 @@ from medclust.segmentation import (
     intensity_kmeans_segmentation,
     multi_otsu_segmentation,
     segmentation_nmi,
+    slice_contingency,
+    subpatch_composition,
+    window_statistics,
 )
 
 # --------------------------------------------------------------------------- patches
@@ -226,6 +229,15 @@ def test_jule_fit_reaches_the_target_and_is_seeded():
     assert len(np.unique(a.labels_)) == 4
     assert a.n_timesteps_ == a.n_initial_clusters_ - 4
     assert a.history_[-1]["clusters_after"] == 4  # the extra backward pass on final labels
+    np.testing.assert_array_equal(a.history_[-1]["labels"], a.labels_)
+    # train.lua's schedule: each period merges ceil(0.2 n) clusters, capped at the target
+    n = a.n_initial_clusters_
+    for h in a.history_[:-1]:
+        assert h["clusters_before"] == n
+        n = max(n - int(np.ceil(0.2 * n)), 4)
+        assert h["clusters_after"] == n == len(np.unique(h["labels"]))
+    assert a.n_periods_ == len(a.history_) > 2
+    assert a.iter_ == a.n_periods_ * 6  # one epoch of 240 patches in batches of 40 per period
     np.testing.assert_array_equal(a.labels_, b.labels_)
     fa, fb = a.transform(X[:10]), b.transform(X[:10])
     np.testing.assert_array_equal(fa, fb)
@@ -303,3 +315,39 @@ def test_baseline_segmentations_and_nmi():
     assert segmentation_nmi(truth, noise) < 0.01
     with pytest.raises(ValueError, match="outside 0..9"):
         segmentation_nmi(truth, noise, slices=[10])
+
+
+def test_window_statistics_and_subpatch_composition():
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(9, 9, 9)).astype(np.float32)
+    centres = np.array([[4, 4, 4], [0, 0, 0]])
+    stats = window_statistics(image, centres, 3)
+    cube = image[3:6, 3:6, 3:6]
+    np.testing.assert_allclose(stats[0], [cube.mean(), cube.std()], rtol=1e-5)
+    # at the border the window repeats the edge voxels, as the patches do
+    edge = extract_cubes(image, centres[1:], 3)[0]
+    np.testing.assert_allclose(stats[1], [edge.mean(), edge.std()], rtol=1e-5)
+    labels = np.zeros((4, 4, 4), np.int32)
+    labels[:2, :2, :2] = 1
+    labels[1, 1, 1] = 2
+    labels[2:, :2, :2] = 2
+    grid = grid_centres(np.ones((4, 4, 4), bool), 2)
+    comp = subpatch_composition(labels, grid, 2, 2)
+    assert comp.shape == (8, 2)
+    np.testing.assert_allclose(comp[0], [7 / 8, 1 / 8])  # the block at the origin
+    np.testing.assert_allclose(comp[4], [0, 1])  # the block at x = 2..3
+    np.testing.assert_allclose(comp[1], [0, 0])  # unlabelled block
+
+
+def test_slice_contingency_sums_to_the_slice_nmi():
+    rng = np.random.default_rng(4)
+    truth = rng.integers(0, 4, (10, 10, 6))
+    pred = np.where(truth > 0, rng.integers(0, 3, truth.shape), 0)
+    pred[truth == 1] = 2
+    tables = slice_contingency(truth, pred, [1, 4], n_true=3, n_pred=2)
+    assert tables.shape == (2, 4, 3) and tables[:, 0].sum() == 0  # background not counted
+    from medclust.metrics import nmi_from_contingency
+
+    assert nmi_from_contingency(tables.sum(0), "geometric") == pytest.approx(
+        segmentation_nmi(truth, pred, [1, 4])
+    )

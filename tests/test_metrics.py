@@ -143,3 +143,47 @@ def test_bias_corrected_bootstrap_centres_the_interval_on_the_score():
     lo_c, hi_c = bootstrap_statistic(400, statistic, n_boot=300, correct_bias=True)
     assert lo_c < acc < hi_c
     assert hi_c - lo_c == pytest.approx(hi - lo)
+
+
+def test_nmi_from_contingency_matches_sklearn_and_takes_stacks():
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from medclust.metrics import nmi_from_contingency
+
+    rng = np.random.default_rng(5)
+    tables, expected = [], []
+    for _ in range(4):
+        a, b = rng.integers(0, 3, 300), rng.integers(0, 5, 300)
+        b[:100] = a[:100]  # some shared information
+        tables.append(np.histogram2d(a, b, bins=(3, 5), range=((0, 3), (0, 5)))[0])
+        expected.append(normalized_mutual_info_score(a, b, average_method="geometric"))
+        assert nmi_from_contingency(tables[-1]) == pytest.approx(normalized_mutual_info_score(a, b))
+    stacked = nmi_from_contingency(np.stack(tables), average_method="geometric")
+    assert stacked.shape == (4,)
+    np.testing.assert_allclose(stacked, expected, rtol=1e-12)
+    assert nmi_from_contingency([[5, 0], [0, 0]]) == 1.0  # one value on both sides
+    with pytest.raises(ValueError, match="average_method must be 'arithmetic' or 'geometric'"):
+        nmi_from_contingency(tables[0], average_method="max")
+
+
+def test_stratified_bootstrap_keeps_each_stratum_and_its_share():
+    from medclust.metrics import bootstrap_draws, bootstrap_statistic, percentile_interval
+
+    strata = np.array(["b", "b", "a", "a", "a"])
+    draws = bootstrap_draws(5, n_boot=50, seed=1, strata=strata)
+    assert draws.shape == (50, 5)
+    # stratum by stratum in order of first appearance: 2 draws of b's indices, then 3 of a's
+    assert np.isin(draws[:, :2], [0, 1]).all() and np.isin(draws[:, 2:], [2, 3, 4]).all()
+    # the statistic sees those draws, and the unstratified default is unchanged
+    seen = []
+    bootstrap_statistic(5, lambda idx: seen.append(idx) or 0.0, n_boot=50, seed=1, strata=strata)
+    np.testing.assert_array_equal(np.stack(seen), draws)
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(
+        bootstrap_draws(7, n_boot=3), np.stack([rng.integers(0, 7, 7) for _ in range(3)])
+    )
+    with pytest.raises(ValueError, match=r"strata must hold one label per index \(5\)"):
+        bootstrap_draws(5, strata=[0, 1])
+    assert percentile_interval(np.arange(101.0), 0.9) == pytest.approx((5.0, 95.0))
+    # bias: mean 50 against a point estimate of 40 shifts both ends down by 10
+    assert percentile_interval(np.arange(101.0), 0.9, point=40.0) == pytest.approx((-5.0, 85.0))

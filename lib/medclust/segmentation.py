@@ -51,6 +51,34 @@ def grid_features(
     return centres, (np.concatenate(feats) if feats else np.empty((0, 0)))
 
 
+def window_statistics(image: np.ndarray, centres: np.ndarray, w: int) -> np.ndarray:
+    """Mean and standard deviation ``(m, 2)`` of the intensities in the ``w``-cube around each
+    centre (the window of a patch, :func:`medclust.patches3d.cube_view`): the classical local
+    texture description that a patch-wise method should beat."""
+    view = cube_view(np.asarray(image, dtype=np.float32), w)
+    parts = [
+        np.stack([c.mean(axis=(1, 2, 3)), c.std(axis=(1, 2, 3))], axis=1)
+        for c in iter_cubes(view, centres)
+    ]
+    return np.concatenate(parts).astype(np.float64) if parts else np.empty((0, 2))
+
+
+def subpatch_composition(
+    labelmap: np.ndarray, centres: np.ndarray, stride: int, n_classes: int
+) -> np.ndarray:
+    """Fraction of each true class ``1..n_classes`` among the labelled voxels of the ``s``-cube
+    around each grid centre ``(m, n_classes)``: the sub-patch that the label projection paints
+    (Sec. 2.5). k-means on it is the ceiling of any patch-wise segmentation; a sub-patch
+    without a labelled voxel is all zeros."""
+    view = cube_view(np.asarray(labelmap, dtype=np.int32), stride)
+    parts = []
+    for cubes in iter_cubes(view, centres):
+        flat = cubes.reshape(len(cubes), -1).astype(np.int64)
+        counts = np.stack([(flat == c).sum(1) for c in range(1, n_classes + 1)], axis=1)
+        parts.append(counts / np.maximum(counts.sum(1, keepdims=True), 1))
+    return np.concatenate(parts) if parts else np.empty((0, n_classes))
+
+
 def kmeans_segmentation(
     shape: Sequence[int],
     centres: np.ndarray,
@@ -67,10 +95,16 @@ def kmeans_segmentation(
 def intensity_kmeans_segmentation(
     image: np.ndarray, region: np.ndarray, n_clusters: int, seed: int = 0
 ) -> np.ndarray:
-    """k-means on the intensities of the specimen voxels (Fig. 4 "k-means")."""
-    values = np.asarray(image, dtype=np.float64)[region].reshape(-1, 1)
+    """k-means on the intensities of the specimen voxels (Fig. 4 "k-means"). The voxels are
+    clustered as their distinct values weighted by their counts: the same objective as one point
+    per voxel, and fast on integer scanner units."""
+    values, inverse, counts = np.unique(
+        np.asarray(image, dtype=np.float64)[region], return_inverse=True, return_counts=True
+    )
+    km = KMeans(n_clusters, n_init=10, random_state=seed)
+    labels = km.fit_predict(values.reshape(-1, 1), sample_weight=counts)
     out = np.zeros(np.shape(image), dtype=np.int32)
-    out[region] = KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(values) + 1
+    out[region] = labels[inverse.ravel()] + 1
     return out
 
 
@@ -106,6 +140,24 @@ def segmentation_nmi(
     if not fg.any():
         raise ValueError("no ground-truth foreground voxel to score")
     return nmi(truth[fg], pred[fg], average_method="geometric")
+
+
+def slice_contingency(
+    truth: np.ndarray, pred: np.ndarray, slices: Sequence[int], n_true: int, n_pred: int
+) -> np.ndarray:
+    """Contingency tables ``(len(slices), n_true + 1, n_pred + 1)``: per axial slice, the
+    ground-truth foreground voxels counted by true label ``0..n_true`` and predicted label
+    ``0..n_pred``. Summed over any subset of slices they give :func:`segmentation_nmi` on that
+    subset (:func:`medclust.metrics.nmi_from_contingency`, geometric), which is what a bootstrap
+    over the annotated slices needs."""
+    truth, pred = np.asarray(truth), np.asarray(pred)
+    tables = np.zeros((len(slices), n_true + 1, n_pred + 1), dtype=np.int64)
+    for i, z in enumerate(slices):
+        t, p = truth[..., z], pred[..., z]
+        fg = t > 0
+        codes = t[fg].astype(np.int64) * (n_pred + 1) + p[fg]
+        tables[i] = np.bincount(codes, minlength=tables[i].size).reshape(tables[i].shape)
+    return tables
 
 
 def annotated_slices(value, *, depth: int | None = None) -> list[int]:

@@ -99,6 +99,12 @@ PER_SEED_RULES: dict[str, list[tuple[str, str, str, str]]] = {
             "nmi_slices",
         ),
         (
+            r"nmi_at_k_paper\.(?P<m>\w+)",
+            "nmi_per_specimen_seed_k.csv",
+            "method == '{m}' and K == {k_paper}",
+            "nmi_slices",
+        ),
+        (
             r"nmi_full_volume\.(?P<m>\w+)",
             "nmi_per_specimen_seed_k.csv",
             "method == '{m}' and K == {k_paper}",

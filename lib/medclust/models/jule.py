@@ -24,14 +24,24 @@ Pieces, with the defaults of JULE's paper and official Torch code (``train.lua``
 * **Merging criterion** (JULE Eq. 6-7): merge ``C_i`` with its most affine neighbour ``N^1``,
   choosing the ``i`` that maximises ``A(C_i, N^1) + lam / (K_c - 1) sum_k=2..K_c (A(C_i, N^1) -
   A(C_i, N^k))`` (``k_c = 5``, ``lam = 1``; the local-structure term only while more than
-  ``K_c`` clusters exist). One merge is one timestep; a partially unrolled period merges
-  ``ceil(eta * n_clusters)`` clusters (``eta = 0.9``, JULE's rate for large datasets), capped so
-  that exactly ``n_clusters`` remain.
+  ``K_c`` clusters exist). One merge is one timestep.
+* **Unfolding schedule** (JULE.torch ``train.lua``): a partially unrolled period trains the CNN
+  ``epoch_pp`` epochs on the current labels, then merges ``ceil(eta * n_clusters)`` clusters,
+  capped so that exactly ``n_clusters`` remain (``updateLabels``, lines 213-219; the merge
+  every ``epoch_pp`` epochs, lines 480-481). ``eta = 0.2`` is the code's default (line 28,
+  "0.2 or 0.9, as described in the paper"; its README keeps 0.9 "to save training time"):
+  each period removes a fifth of the clusters, e.g. 179 -> 143 -> ... -> 20 in ten periods.
+  The features for merging come from the network in training mode, in minibatches of
+  ``batch_size`` (``extFeature`` right after ``updateCNN`` set ``training()``, line 405):
+  batch statistics, as the reference, over a random order of the patches (the order of
+  randomly cropped patches); :meth:`JULE.transform` uses the running statistics
+  (``evaluate()``, line 451, precedes the reference's final feature extraction).
 * **Backward pass** (JULE Eq. 10): weighted triplet loss ``max(0, gamma ||a - p||^2 -
   ||a - n||^2 + margin)`` over all same-cluster pairs ``(a, p)`` of a minibatch, each with
   ``n_negatives = 20`` random negatives from other clusters of the batch (``gamma = 1``,
   ``margin = 0.2``); SGD, batch 100, lr 0.01 with the "inv" policy ``lr (1 + 1e-4 it)^-0.75``,
-  momentum 0.9, weight decay 5e-5; ``epochs_per_period = 20`` epochs per period.
+  momentum 0.9, weight decay 5e-5; ``epochs_per_period = 20`` epochs per period (``epoch_pp``,
+  line 40).
 
 Inputs are cubes ``(n, w, w, w)``; :meth:`JULE.fit` centralises them with the mean and standard
 deviation of all training patches (Moriya Sec. 2.3) and :meth:`JULE.transform` reuses those.
@@ -169,7 +179,8 @@ class JULE(ClusterMixin, TransformerMixin, TorchEstimator):
     clusters, ``n_clusters`` of them), ``network_``, ``initial_network_`` (the untrained
     weights), ``mean_``/``std_`` (patch centralisation), ``n_initial_clusters_``,
     ``n_timesteps_`` (merges), ``n_periods_`` (partially unrolled periods), ``history_`` (per
-    period: clusters before/after, mean triplet loss). ``transform`` gives the L2-normalised
+    period: clusters before/after, mean triplet loss of its backward pass, ``labels`` of the
+    training patches after its forward pass). ``transform`` gives the L2-normalised
     ``embed_dim``-d features.
 
     ``epochs_per_period`` is JULE's ``epoch_pp``: the epochs of one backward pass, not of the
@@ -207,7 +218,7 @@ class JULE(ClusterMixin, TransformerMixin, TorchEstimator):
         self,
         *,
         n_clusters: int = 100,
-        eta: float = 0.9,
+        eta: float = 0.2,
         k_s: int = 20,
         k_c: int = 5,
         lam: float = 1.0,
@@ -272,9 +283,20 @@ class JULE(ClusterMixin, TransformerMixin, TorchEstimator):
     def _net(self, w: int) -> JULENet:
         return JULENet(w, self.n_kernels, self.fc_units, self.embed_dim, self.deep_padding)
 
-    def _embed(self, net: nn.Module, Xn: np.ndarray) -> np.ndarray:
-        net.eval()
-        return self._batched(net, Xn, batch=JULE_INFER_BATCH).astype(np.float64)
+    def _embed(self, net: nn.Module, Xn: np.ndarray, order: torch.Tensor | None = None):
+        """Features of ``Xn`` ``(n, d)`` float64: with the running statistics of batch norm, or,
+        given a permutation ``order`` (the merging step of :meth:`fit`), in training mode over
+        minibatches of ``batch_size`` taken in that order. The reference takes its dataset's
+        order; random patches are in random order, whereas ours are sorted by position, and
+        batches of neighbouring patches would normalise their shared intensity away."""
+        if order is None:
+            net.eval()
+            return self._batched(net, Xn, batch=JULE_INFER_BATCH).astype(np.float64)
+        net.train()
+        idx = order.numpy()
+        feats = np.empty((len(Xn), self.embed_dim))
+        feats[idx] = self._batched(net, Xn[idx], batch=self.batch_size)
+        return feats
 
     def _train_period(self, net, opt, Xn, labels, gen, n_epochs) -> float:
         """``n_epochs`` of triplet-loss SGD with the current labels (one backward pass)."""
@@ -341,13 +363,18 @@ class JULE(ClusterMixin, TransformerMixin, TorchEstimator):
             n_now = self.n_initial_clusters_
             while n_now > self.n_clusters:
                 loss = self._train_period(net, opt, Xn, labels, gen, self.epochs_per_period)
-                feats = self._embed(net, Xn)
+                feats = self._embed(net, Xn, order=torch.randperm(len(Xn), generator=gen))
                 W, _ = knn_affinity(feats, self.k_s)
                 merger = GDLMerger(W, labels, self.k_c, self.lam)
                 n_steps = min(math.ceil(self.eta * n_now), n_now - self.n_clusters)
                 labels = merger.merge(n_steps)
                 history.append(
-                    {"clusters_before": n_now, "clusters_after": n_now - n_steps, "loss": loss}
+                    {
+                        "clusters_before": n_now,
+                        "clusters_after": n_now - n_steps,
+                        "loss": loss,
+                        "labels": labels,
+                    }
                 )
                 timesteps += n_steps
                 n_now -= n_steps
@@ -355,7 +382,14 @@ class JULE(ClusterMixin, TransformerMixin, TorchEstimator):
                 bar.set_postfix(clusters=n_now, loss=f"{loss:.4f}")
             if self.final_backward:  # Moriya Sec. 2.2: train once more on the final labels
                 loss = self._train_period(net, opt, Xn, labels, gen, self.epochs_per_period)
-                history.append({"clusters_before": n_now, "clusters_after": n_now, "loss": loss})
+                history.append(
+                    {
+                        "clusters_before": n_now,
+                        "clusters_after": n_now,
+                        "loss": loss,
+                        "labels": labels,
+                    }
+                )
             bar.close()
         self.network_ = net.eval()
         self.initial_network_ = initial
