@@ -67,6 +67,21 @@ def test_loo_predict_on_a_separable_problem(separable):
     assert imp.shape == (24, 2) and np.all(np.abs(imp[:, 0]) > np.abs(imp[:, 1]))
     proba, _ = loo_predict(LogisticRegression(), X, y, method="predict_proba")
     assert proba.shape == (24, 2)
+    np.testing.assert_array_equal(proba.argmax(axis=1), y)
+    # folds in two processes: the same predictions
+    parallel, _ = loo_predict(LogisticRegression(), X, y, method="predict_proba", n_jobs=2)
+    np.testing.assert_array_equal(parallel, proba)
+
+
+def test_loo_probabilities_are_aligned_to_the_classes_of_y():
+    from sklearn.dummy import DummyClassifier
+
+    X = np.zeros((4, 1))
+    y = np.array([0, 1, 1, 1])  # leaving case 0 out leaves a training fold of class 1 only
+    proba, _ = loo_predict(DummyClassifier(strategy="prior"), X, y, method="predict_proba")
+    assert proba.shape == (4, 2)
+    np.testing.assert_allclose(proba[0], [0.0, 1.0])
+    np.testing.assert_allclose(proba[1], [1 / 3, 2 / 3])
 
 
 def test_loo_random_forest_importances_are_seeded(separable):
@@ -103,7 +118,13 @@ def test_binary_scores_by_hand():
     # tp = 4, fn = 1, tn = 2, fp = 1
     s = binary_scores(y_true, y_pred)
     assert s == pytest.approx(
-        {"accuracy": 6 / 8, "sensitivity": 4 / 5, "specificity": 2 / 3, "f1": 8 / 10}
+        {
+            "accuracy": 6 / 8,
+            "sensitivity": 4 / 5,
+            "specificity": 2 / 3,
+            "f1": 8 / 10,
+            "balanced_accuracy": (4 / 5 + 2 / 3) / 2,
+        }
     )
     assert s["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
     assert s["sensitivity"] == pytest.approx(recall_score(y_true, y_pred))

@@ -53,4 +53,12 @@ def test_cdcn_notebook_on_real_ct(shared_data, tmp_path):
     )
     metrics = json.loads((report / "tables" / "metrics_all.json").read_text())
     assert metrics["n_cases"] == 4 and "texture_nmi" not in metrics
-    assert set(metrics["lowhigh"]) == {"accuracy", "sensitivity", "specificity", "f1"}
+    assert set(metrics["lowhigh"]) == {
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "f1",
+        "balanced_accuracy",
+        "auc",
+    }
+    assert "texture_reference_nmi" not in metrics and "ablation_lowhigh" in metrics

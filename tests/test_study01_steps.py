@@ -25,7 +25,14 @@ PARAMS = dict(
 
 
 def lowhigh(accuracy, f1=0.5):
-    return {"accuracy": accuracy, "sensitivity": 0.5, "specificity": 0.25, "f1": f1}
+    return {
+        "accuracy": accuracy,
+        "sensitivity": 0.5,
+        "specificity": 0.25,
+        "f1": f1,
+        "balanced_accuracy": 0.375,
+        "auc": accuracy - 0.1,
+    }
 
 
 def fake_results(with_truth=True):
@@ -38,6 +45,11 @@ def fake_results(with_truth=True):
                 "grade_spearman": 0.2 + 0.2 * s,
                 "lasso_empty_folds": s,
             }
+    results["majority", 0] = {
+        "lowhigh": lowhigh(0.7, f1=0.82),
+        "grade_spearman": float("nan"),
+        "lasso_empty_folds": 0,
+    }
     if with_truth:
         results["true_texture", 0] = {
             "lowhigh": lowhigh(0.9, f1=0.95),
@@ -106,6 +118,7 @@ def test_lowhigh_tables_keep_the_order_of_the_results():
         "AE + k-means",
         "cDCN",
         "raw k-means",
+        "majority class (floor)",
         "true texture classes (ceiling)",
     ]
     assert list(summary.method) == list(per_seed.method.unique())
@@ -137,13 +150,81 @@ def test_paper_comparison_rows():
     frame = pd.DataFrame(rows).set_index("quantity")
     assert frame.loc["low/high accuracy", "paper"] == 0.70
     assert frame.loc["low/high accuracy", "this_run"] == f"0.75 ± {np.std([0.7, 0.8], ddof=1):.2f}"
-    assert frame.loc["low/high f1, true texture signatures", "this_run"] == "0.95 ± 0.00"
+    scores = "low/high f1 / balanced accuracy / AUC, "
+    assert frame.loc[scores + "true texture classes (ceiling)", "this_run"] == (
+        "0.95 ± 0.00 / 0.38 ± 0.00 / 0.80 ± 0.00"
+    )
+    assert frame.loc[scores + "majority class (floor)", "this_run"].startswith("0.82 ± 0.00")
+    assert frame.loc["low/high auc", "this_run"] == f"0.65 ± {np.std([0.6, 0.7], ddof=1):.2f}"
     assert frame.loc["most predictive clusters", "this_run"] == "2, 10, 9, 8"
     assert frame.loc["Spearman(LASSO LOO value, grade)", "this_run"] == "0.30"
     assert "70 cases, 4000 patches" in frame.loc["low/high f1", "note"]
     without = pd.DataFrame(study.paper_comparison(fake_results(False), [1], 4, 10, 2))
-    assert "low/high f1, true texture signatures" not in set(without.quantity)
+    assert scores + "true texture classes (ceiling)" not in set(without.quantity)
     assert len(without) == len(frame) - 1
+
+
+def test_floor_auc_and_balanced_accuracy_cannot_pass_a_constant():
+    class Liver:
+        grade = np.repeat([0, 1, 2, 3], [1, 20, 32, 17])
+        high = (grade >= 2).astype(int)
+
+    floor = study.majority_floor(Liver())
+    assert floor["lowhigh"]["f1"] == pytest.approx(2 * 49 / (2 * 49 + 21))  # 0.824
+    assert floor["lowhigh"]["balanced_accuracy"] == 0.5 and floor["lowhigh"]["auc"] == 0.5
+    # the Mann-Whitney AUC equals scikit-learn's, ties counting half
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    score = rng.integers(0, 4, 70) / 4
+    assert study._auc(Liver.high, score) == pytest.approx(roc_auc_score(Liver.high, score))
+
+
+def _p_high_results():
+    high = np.repeat([0, 1], [21, 49])
+    rng = np.random.default_rng(0)
+    results = {("majority", 0): study.majority_floor(type("L", (), {"high": high})())}
+    for s in (0, 1):
+        good = np.clip(high * 0.6 + rng.normal(0.2, 0.1, 70), 0, 1)
+        noise = rng.random(70)
+        results["cdcn", s] = {"p_high": good}
+        results["raw_kmeans", s] = {"p_high": noise}
+    return results, type("L", (), {"high": high})()
+
+
+def test_lowhigh_intervals_and_the_sentence():
+    results, liver = _p_high_results()
+    intervals = study.lowhigh_intervals(results, liver, n_boot=200)
+    assert list(intervals.columns) == ["method", "score", "mean", "low", "high"]
+    by = intervals.set_index(["method", "score"])
+    floor = by.loc["majority class (floor)", "auc"]
+    assert floor["low"] == floor["high"] == 0.5  # a constant score on every resample
+    cdcn = by.loc["cDCN", "auc"]
+    assert cdcn["low"] <= cdcn["mean"] <= cdcn["high"] and cdcn["low"] > 0.9
+    text = study.who_wins(intervals)
+    assert text.startswith("On balanced accuracy the cDCN signatures (")
+    assert "beat majority class (floor) (0.50 [0.50, 0.50])" in text
+    assert "beat raw k-means" in text and "true texture" not in text
+    table = study.interval_table(intervals)
+    assert list(table.columns) == ["f1", "balanced_accuracy", "auc"]
+    assert table.loc["majority class (floor)", "auc"] == "0.50 [0.50, 0.50]"
+
+
+def test_mean_subtracted_patches_and_the_texture_reference():
+    rng = np.random.default_rng(2)
+    truth = np.repeat([1, 2], 40)
+    # class 2: a checkerboard texture of the same mean as the flat class 1
+    flat = np.full((40, 8, 8), 1.0) + rng.normal(0, 0.05, (40, 8, 8))
+    board = 1.0 + 1.5 * (np.indices((8, 8)).sum(0) % 2 - 0.5) + rng.normal(0, 0.05, (40, 8, 8))
+    patches = np.concatenate([flat, board]).astype(np.float32) + rng.normal(0, 1, (80, 1, 1))
+    windows = study.Patches(patches, np.zeros(80, int), np.zeros((80, 3), int), truth)
+    centred = study.mean_subtracted(windows)
+    np.testing.assert_allclose(centred.patches.mean(axis=(1, 2)), 0, atol=1e-5)
+    assert centred.truth is truth
+    reference = study.texture_reference(windows, 2, [0], n_sample=80)
+    by = reference.set_index("method").nmi
+    # the patch means are random offsets; the GLCM sees the checkerboard
+    assert by["k-means on window GLCM features"] > 0.9 > 0.2 > by["k-means on window mean"]
 
 
 def test_summary_metrics():
@@ -156,17 +237,31 @@ def test_summary_metrics():
             "acc": [0.5, 0.4, 0.3, 0.7],
         }
     )
-    metrics = study.summary_metrics(fake_results(), importance, top, texture, 70, 400, 900, 2)
+    results = fake_results()
+    results["cdcn_centred", 0] = {"lowhigh": lowhigh(0.8), "grade_spearman": 0.5}
+    reference = pd.DataFrame(
+        {"method": list(study.REFERENCES.values()), "seed": 0, "nmi": [0.1, 0.12, 0.18]}
+    )
+    intervals = pd.DataFrame(
+        {"method": ["cDCN"], "score": ["auc"], "mean": [0.7], "low": [0.6], "high": [0.8]}
+    )
+    metrics = study.summary_metrics(
+        results, importance, top, texture, 70, 400, 900, 2, intervals=intervals, reference=reference
+    )
     assert metrics["lowhigh"]["accuracy"] == pytest.approx(0.75)
     assert metrics["baseline_lowhigh"]["f1"] == pytest.approx(0.6)
+    assert metrics["majority_lowhigh"]["f1"] == pytest.approx(0.82)
+    assert metrics["ablation_lowhigh"]["auc"] == pytest.approx(0.7)
+    assert metrics["lowhigh_ci"] == {"cdcn": {"auc": [0.6, 0.8]}}
+    assert metrics["texture_reference_nmi"] == {"pixels": 0.1, "mean": 0.12, "glcm": 0.18}
     assert metrics["grade_spearman"] == pytest.approx(0.3)
     assert metrics["top_clusters"] == [5, 4, 3, 2] and metrics["top4_stability"] == 1.0
     assert metrics["texture_nmi"] == pytest.approx(
         {"cdcn": 0.3, "ae_kmeans": 0.1, "raw_kmeans": 0.05}
     )
-    assert list(metrics)[-3:] == ["true_texture_lowhigh", "texture_nmi", "texture_acc"]
     plain = study.summary_metrics(fake_results(False), importance, top, None, 4, 10, 20, 2)
     assert "texture_nmi" not in plain and "true_texture_lowhigh" not in plain
+    assert "ablation_lowhigh" not in plain and "lowhigh_ci" not in plain
     assert set(study.HEADLINE.values()) <= {
         f"{a}.{b}" for a, v in metrics.items() if isinstance(v, dict) for b in v
     }

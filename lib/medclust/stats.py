@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import numpy as np
+from joblib import Parallel, delayed
 from sklearn.base import clone
 from sklearn.model_selection import LeaveOneOut
 from sklearn.pipeline import Pipeline
@@ -62,6 +63,7 @@ def loo_predict(
     y: np.ndarray,
     method: str = "predict",
     seed: int | None = 0,
+    n_jobs: int | None = None,
 ) -> LOOResult:
     """Leave-one-out out-of-fold predictions with a fresh ``clone`` of ``estimator`` per fold.
 
@@ -69,7 +71,11 @@ def loo_predict(
     in every fold, so fold-to-fold differences in importances come from the data alone and the
     whole evaluation is reproducible; ``None`` leaves the estimator's own ``random_state``
     untouched (an unseeded random forest then gives different results on every call).
-    ``method`` is the prediction method, e.g. ``"predict"`` or ``"predict_proba"``.
+    ``method`` is the prediction method, e.g. ``"predict"`` or ``"predict_proba"``; the
+    probabilities of ``"predict_proba"`` are aligned to the classes of the whole ``y`` (sorted),
+    a class missing from a training fold getting probability 0. ``n_jobs`` runs the folds in
+    that many processes (joblib; ``-1``: every core); each fold is seeded, so the result is the
+    same whatever ``n_jobs``.
     """
     X = np.asarray(X)
     y = np.asarray(y)
@@ -77,18 +83,32 @@ def loo_predict(
         raise ValueError(f"X must be (n, n_features) with n = len(y); got {X.shape}, {y.shape}")
     if len(X) < 2:
         raise ValueError("leave-one-out needs at least two samples")
-    preds, imps = [], []
-    for train, test in LeaveOneOut().split(X):
-        est = _with_seed(clone(estimator), seed).fit(X[train], y[train])
-        preds.append(np.asarray(getattr(est, method)(X[test]))[0])
-        imps.append(_importance(est))
+    folds = Parallel(n_jobs=n_jobs)(
+        delayed(_fold)(estimator, X, y, train, test, method, seed)
+        for train, test in LeaveOneOut().split(X)
+    )
+    preds, imps = zip(*folds, strict=True)
     importances = None if any(i is None for i in imps) else np.vstack(imps)
     return LOOResult(np.asarray(preds), importances)
 
 
+def _fold(estimator, X, y, train, test, method, seed) -> tuple[np.ndarray, np.ndarray | None]:
+    """One leave-one-out fold of :func:`loo_predict`: the prediction and the importances."""
+    est = _with_seed(clone(estimator), seed).fit(X[train], y[train])
+    pred = np.asarray(getattr(est, method)(X[test]))[0]
+    if method == "predict_proba":
+        classes = np.unique(y)
+        aligned = np.zeros(len(classes))
+        aligned[np.searchsorted(classes, est.classes_)] = pred
+        pred = aligned
+    return pred, _importance(est)
+
+
 def binary_scores(y_true: np.ndarray, y_pred: np.ndarray, positive: Any = 1) -> dict[str, float]:
     """Accuracy, sensitivity (recall of ``positive``), specificity (recall of the rest) and F1
-    of the positive class, as reported in Perkonigg et al., Sec. 3.
+    of the positive class, as reported in Perkonigg et al., Sec. 3, and the balanced accuracy,
+    their mean of sensitivity and specificity (0.5 for any constant prediction, whatever the
+    class balance: the score a majority-class floor cannot pass).
 
     Ratios with a zero denominator (e.g. specificity without negatives) are ``nan`` rather than
     0, so an undefined score cannot pass for a bad one.
@@ -107,11 +127,13 @@ def binary_scores(y_true: np.ndarray, y_pred: np.ndarray, positive: Any = 1) -> 
     def ratio(a: int, b: int) -> float:
         return a / b if b else float("nan")
 
+    sensitivity, specificity = ratio(tp, tp + fn), ratio(tn, tn + fp)
     return {
         "accuracy": (tp + tn) / t.size,
-        "sensitivity": ratio(tp, tp + fn),
-        "specificity": ratio(tn, tn + fp),
+        "sensitivity": sensitivity,
+        "specificity": specificity,
         "f1": ratio(2 * tp, 2 * tp + fp + fn),
+        "balanced_accuracy": (sensitivity + specificity) / 2,
     }
 
 

@@ -58,7 +58,17 @@ EXACT_NAMES = ("n_*", "patch_size", "input_size", "epochs")
 # stage -> [(metric regex, table under tables/, rows query, column)]; the regex's named groups,
 # the stage's params and the committed top-level metrics fill the {placeholders}. The seed
 # spread is the sd over seeds of the per-seed mean of the matching rows.
-_METHODS_01 = {"cdcn": "cDCN", "ae_kmeans": "AE + k-means", "raw_kmeans": "raw k-means"}
+_METHODS_01 = {
+    "cdcn": "cDCN",
+    "ae_kmeans": "AE + k-means",
+    "raw_kmeans": "raw k-means",
+    "cdcn_centred": "cDCN on mean-subtracted patches (ablation)",
+}
+_REFERENCES_01 = {
+    "pixels": "k-means on window pixels",
+    "mean": "k-means on window mean",
+    "glcm": "k-means on window GLCM features",
+}
 PER_SEED_RULES: dict[str, list[tuple[str, str, str, str]]] = {
     "cdcn": [
         (r"lowhigh\.(?P<c>\w+)", "lowhigh_per_seed.csv", "method == 'cDCN'", "{c}"),
@@ -74,7 +84,22 @@ PER_SEED_RULES: dict[str, list[tuple[str, str, str, str]]] = {
             "method == 'raw k-means'",
             "{c}",
         ),
+        (
+            r"ablation_lowhigh\.(?P<c>\w+)",
+            "lowhigh_per_seed.csv",
+            f"method == '{_METHODS_01['cdcn_centred']}'",
+            "{c}",
+        ),
         (r"grade_spearman", "lowhigh_per_seed.csv", "method == 'cDCN'", "grade_spearman_lasso"),
+        *[
+            (
+                rf"texture_reference_nmi\.{key}",
+                "texture_reference_per_seed.csv",
+                f"method == '{name}'",
+                "nmi",
+            )
+            for key, name in _REFERENCES_01.items()
+        ],
         *[
             (
                 rf"texture_(?P<c>nmi|acc)\.{key}",

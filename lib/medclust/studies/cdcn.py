@@ -14,11 +14,16 @@ texture pattern discovery in medical images*:
 5. signatures (:func:`medclust.signatures.case_signatures`, in the notebook) and, on a phantom,
    :func:`true_texture_signature`, the ceiling any clustering could reach;
 6. :func:`leave_one_out` -- random-forest low/high classification and LASSO grade regression
-   under leave-one-out (Sec. 3), :func:`rf_grade_regression` (Fig. 1, right),
-   :func:`lowhigh_tables`;
+   under leave-one-out (Sec. 3), beside the majority-class floor (:func:`majority_floor`) and
+   with balanced accuracy and ROC AUC beside the paper's scores; :func:`rf_grade_regression`
+   (Fig. 1, right), :func:`lowhigh_tables`, bootstrap intervals over the cases
+   (:func:`lowhigh_intervals`) and the plain sentence (:func:`who_wins`);
 7. :func:`cluster_importance` -- the random-forest importance of each cluster across the folds
    (Fig. 2) and the four most predictive clusters (Fig. 3);
-8. beyond the paper: :func:`texture_recovery`, the clusters against the phantom's true textures;
+8. beyond the paper: :func:`texture_recovery`, the clusters against the phantom's true textures,
+   beside :func:`texture_reference` (k-means on window pixels, mean and GLCM features: can the
+   classes be told apart at all?), and the ablation on mean-subtracted patches
+   (:func:`mean_subtracted`);
 9. :func:`paper_comparison` and :func:`summary_metrics`.
 
 The notebook's figures (the Figs. 1-3 analogs, training curves, texture confusion) are drawn by
@@ -34,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
 from sklearn.cluster import KMeans
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LassoCV
@@ -44,37 +49,47 @@ from tqdm.auto import tqdm
 
 from medclust import metrics as cm
 from medclust.cohort import Cohort, load_cohort
+from medclust.features.glcm import discretise, glcm_features, glcm_matrices
 from medclust.intensity import normalize_in_mask
 from medclust.models import DCN
 from medclust.patches import sample_cohort_patches, sliding_window_patches
 from medclust.runtime import select_device
 from medclust.signatures import case_signatures
 from medclust.stats import binary_scores, loo_predict, top_k_frequency
-from medclust.studies.common import StudyRun, sd_or_zero, start
+from medclust.studies.common import StudyRun, compare_intervals, sd_or_zero, start
 from medclust.validation import check_int, check_number
 
 log = logging.getLogger(__name__)
 
 #: The clusterings compared, in the order of the metrics' ``texture_*`` entries.
-METHODS = ["cdcn", "ae_kmeans", "raw_kmeans"]
-#: Row labels of the tables.
+METHODS = ["cdcn", "ae_kmeans", "raw_kmeans", "cdcn_centred"]
+#: Row labels of the tables: the methods, the floor and the ceiling.
 LABELS = {
     "cdcn": "cDCN",
     "ae_kmeans": "AE + k-means",
     "raw_kmeans": "raw k-means",
+    "cdcn_centred": "cDCN on mean-subtracted patches (ablation)",
+    "majority": "majority class (floor)",
     "true_texture": "true texture classes (ceiling)",
 }
-#: The low/high scores of Perkonigg et al., Sec. 3.
-SCORES = ("accuracy", "sensitivity", "specificity", "f1")
+#: The low/high scores of Perkonigg et al., Sec. 3, then the two that a floor cannot pass:
+#: balanced accuracy and ROC AUC of the leave-one-out probabilities.
+SCORES = ("accuracy", "sensitivity", "specificity", "f1", "balanced_accuracy", "auc")
+#: Scores with a bootstrap interval over cases.
+INTERVAL_SCORES = ("f1", "balanced_accuracy", "auc")
 #: ``metrics.json`` (``dvc metrics show``): short name -> dotted path into the metrics.
 HEADLINE = {
     "f1": "lowhigh.f1",
-    "spec": "lowhigh.specificity",
-    "ae_f1": "baseline_lowhigh.f1",
-    "km_f1": "raw_kmeans_lowhigh.f1",
-    "true_f1": "true_texture_lowhigh.f1",
-    "nmi": "texture_nmi.cdcn",
+    "bacc": "lowhigh.balanced_accuracy",
+    "auc": "lowhigh.auc",
+    "ae_auc": "baseline_lowhigh.auc",
+    "km_auc": "raw_kmeans_lowhigh.auc",
+    "abl_auc": "ablation_lowhigh.auc",
+    "floor_f1": "majority_lowhigh.f1",
+    "true_auc": "true_texture_lowhigh.auc",
 }
+#: Bootstrap resamples of the cases for every interval.
+N_BOOT = 1000
 
 
 # --------------------------------------------------------------------------- set-up and data
@@ -258,6 +273,13 @@ def window_clusters(
     return labels
 
 
+def mean_subtracted(patches: Patches) -> Patches:
+    """The same patches with each patch's own mean removed (the ablation: without the local
+    brightness that every method clusters by, does the cDCN see texture?)."""
+    centred = patches.patches - patches.patches.mean(axis=(1, 2), keepdims=True)
+    return Patches(centred, patches.case, patches.centres, patches.truth)
+
+
 def true_texture_signature(liver: Liver, windows: Patches) -> np.ndarray | None:
     """Each case's signature built from the true texture class at every window centre
     (background class 0 dropped): the best signature any clustering of these windows could
@@ -277,23 +299,62 @@ def _lasso(n_cases: int):
     return make_pipeline(StandardScaler(), LassoCV(cv=min(5, n_cases - 2), max_iter=20000))
 
 
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC of ``score`` for the binary ``y`` (Mann-Whitney: the chance that a random
+    positive outscores a random negative, ties counting half), NaN with a single class."""
+    pos = np.asarray(y) == 1
+    n1, n0 = int(pos.sum()), int((~pos).sum())
+    if not n1 or not n0:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _lowhigh(high: np.ndarray, p_high: np.ndarray) -> dict[str, float]:
+    """The scores of :data:`SCORES` for leave-one-out probabilities of high steatosis; the
+    prediction is the more probable class (ties: low), as the forest's own ``predict``."""
+    return {**binary_scores(high, (p_high > 0.5).astype(int)), "auc": _auc(high, p_high)}
+
+
 def evaluate_signature(features: np.ndarray, liver: Liver, n_trees: int, seed: int) -> dict:
     """Leave-one-out on one set of signatures (Sec. 3): random-forest low/high classification
-    (``lowhigh`` scores, per-fold ``importances``) and LASSO regression of the grade, its
-    penalty chosen by an inner CV on each training fold (``lasso_grade``, its Spearman
-    correlation with grade, and ``lasso_empty_folds``: folds where LASSO kept no cluster)."""
+    (``p_high``: the out-of-fold probability of high steatosis; ``lowhigh`` scores, per-fold
+    ``importances``) and LASSO regression of the grade, its penalty chosen by an inner CV on
+    each training fold (``lasso_grade``, its Spearman correlation with grade, and
+    ``lasso_empty_folds``: folds where LASSO kept no cluster). The folds run on every core
+    (each is seeded: the same result on one)."""
     grade, high = liver.grade, liver.high
     forest = RandomForestClassifier(n_estimators=n_trees, random_state=seed, n_jobs=1)
-    clf = loo_predict(forest, features, high, seed=seed)
-    reg = loo_predict(_lasso(len(liver)), features, grade.astype(float), seed=seed)
+    clf = loo_predict(forest, features, high, method="predict_proba", seed=seed, n_jobs=-1)
+    reg = loo_predict(_lasso(len(liver)), features, grade.astype(float), seed=seed, n_jobs=-1)
+    p_high = clf.predictions[:, 1]
     return {
-        "lowhigh": binary_scores(high, clf.predictions),
+        "p_high": p_high,
+        "lowhigh": _lowhigh(high, p_high),
         "importances": clf.importances,
         "lasso_grade": reg.predictions,
         "grade_spearman": spearmanr(grade, reg.predictions).statistic,
         # folds where LassoCV kept no cluster: the prediction is the training mean, which under
         # leave-one-out is anti-correlated with the left-out grade (Spearman near -1)
         "lasso_empty_folds": int((np.abs(reg.importances).sum(axis=1) == 0).sum()),
+    }
+
+
+def majority_floor(liver: Liver) -> dict:
+    """The floor of every low/high score: each case called the cohort's majority class with a
+    constant probability (F1 0.824 on the paper's 49 high / 21 low; balanced accuracy and AUC
+    0.5 whatever the balance). Not the majority of each leave-one-out training fold, which
+    flips with the left-out case and scores an AUC of 0 by construction."""
+    high = liver.high
+    majority = float(np.mean(high) > 0.5)
+    p_high = np.full(len(high), majority)
+    return {
+        "p_high": p_high,
+        "lowhigh": _lowhigh(high, p_high),
+        "importances": None,
+        "lasso_grade": None,
+        "grade_spearman": float("nan"),
+        "lasso_empty_folds": 0,
     }
 
 
@@ -304,14 +365,88 @@ def leave_one_out(
     n_trees: int,
     seed: int,
 ) -> dict[tuple[str, int], dict]:
-    """:func:`evaluate_signature` for every ``(method, seed)`` (in sorted order) and, when
-    given, for the true texture signature as ``("true_texture", seed)``."""
+    """:func:`evaluate_signature` for every ``(method, seed)`` (in sorted order), the
+    majority-class floor as ``("majority", seed)`` and, when given, the true texture signature
+    as ``("true_texture", seed)``."""
     results = {}
     for key in tqdm(sorted(signatures), desc="leave-one-out"):
         results[key] = evaluate_signature(signatures[key], liver, n_trees, key[1])
+    results["majority", seed] = majority_floor(liver)
     if truth_signature is not None:
         results["true_texture", seed] = evaluate_signature(truth_signature, liver, n_trees, seed)
     return results
+
+
+def lowhigh_intervals(
+    results: Mapping[tuple[str, int], dict], liver: Liver, level: float = 0.95, n_boot: int = N_BOOT
+) -> pd.DataFrame:
+    """Per method (table labels) and score of :data:`INTERVAL_SCORES`: the mean over seeds and
+    a ``level`` bootstrap interval of it over the cases, resampled within low and within high
+    steatosis so that every resample keeps the cohort's balance (the same draws for every
+    method; percentile interval)."""
+    high = liver.high
+    draws = cm.bootstrap_draws(len(high), n_boot, strata=high)
+    rows = []
+    for method in dict.fromkeys(m for m, _ in results):
+        runs = [r["p_high"] for (m, _), r in results.items() if m == method]
+        point = pd.DataFrame([_lowhigh(high, p) for p in runs]).mean()
+        resampled = pd.DataFrame(
+            [pd.DataFrame([_lowhigh(high[d], p[d]) for p in runs]).mean() for d in draws]
+        )
+        for score in INTERVAL_SCORES:
+            lo, hi = cm.percentile_interval(resampled[score], level)
+            rows.append(
+                {
+                    "method": LABELS[method],
+                    "score": score,
+                    "mean": float(point[score]),
+                    "low": lo,
+                    "high": hi,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def interval_table(intervals: pd.DataFrame) -> pd.DataFrame:
+    """:func:`lowhigh_intervals` as text, ``mean [low, high]``, one row per method and one
+    column per score (``tables/lowhigh_intervals``)."""
+    text = intervals.assign(
+        value=[f"{r.mean:.2f} [{r.low:.2f}, {r.high:.2f}]" for r in intervals.itertuples()]
+    )
+    table = text.pivot(index="method", columns="score", values="value")
+    return table.reindex(index=list(dict.fromkeys(intervals.method)), columns=list(INTERVAL_SCORES))
+
+
+def who_wins(intervals: pd.DataFrame) -> str:
+    """The plain sentence: do the cDCN signatures beat the majority-class floor, the two
+    baselines and the mean-subtracted ablation on balanced accuracy and AUC (a win only where
+    the intervals do not overlap), with the true-texture ceiling for scale."""
+    by = intervals.set_index(["method", "score"])
+
+    def span(method: str, score: str) -> tuple[float, float]:
+        return by.low[LABELS[method], score], by.high[LABELS[method], score]
+
+    def show(method: str, score: str) -> str:
+        lo, hi = span(method, score)
+        return f"{by['mean'][LABELS[method], score]:.2f} [{lo:.2f}, {hi:.2f}]"
+
+    verdict = {1: "beat", -1: "fall below", 0: "cannot be told apart from"}
+    parts = []
+    for score, name in (("balanced_accuracy", "balanced accuracy"), ("auc", "ROC AUC")):
+        against = [
+            f"{verdict[compare_intervals(span('cdcn', score), span(m, score))]} {LABELS[m]}"
+            + f" ({show(m, score)})"
+            for m in ("majority", "ae_kmeans", "raw_kmeans", "cdcn_centred")
+            if (LABELS[m], score) in by.index
+        ]
+        parts.append(f"On {name} the cDCN signatures ({show('cdcn', score)}) " + "; ".join(against))
+    text = ". ".join(parts) + "."
+    if (LABELS["true_texture"], "auc") in by.index:
+        text += (
+            f" Signatures of the true texture classes reach an AUC of {show('true_texture', 'auc')}:"
+            " the ceiling any clustering of these windows could give."
+        )
+    return text
 
 
 def rf_grade_regression(
@@ -319,7 +454,7 @@ def rf_grade_regression(
 ) -> np.ndarray:
     """Leave-one-out random-forest regression of the grade (Fig. 1, right)."""
     forest = RandomForestRegressor(n_estimators=n_trees, random_state=seed, n_jobs=1)
-    return loo_predict(forest, features, grade.astype(float), seed=seed).predictions
+    return loo_predict(forest, features, grade.astype(float), seed=seed, n_jobs=-1).predictions
 
 
 def mean_std_by_method(per_seed: pd.DataFrame) -> pd.DataFrame:
@@ -385,6 +520,58 @@ def texture_recovery(
     )
 
 
+#: Texture references: k-means on one description of each window, scored against the truth.
+REFERENCES = {
+    "pixels": "k-means on window pixels",
+    "mean": "k-means on window mean",
+    "glcm": "k-means on window GLCM features",
+}
+#: GLCM of the texture reference: fixed bin size on the liver-z-scored intensities (IBSI
+#: "Intensity discretisation"), -3 to 3 SD in 0.5 SD bins (13 grey levels), distance 1.
+GLCM_BINS = {"bin_width": 0.5, "lower": -3.0, "upper": 3.0}
+
+
+def window_glcm(patches: np.ndarray) -> np.ndarray:
+    """IBSI GLCM features (:mod:`medclust.features.glcm`, all 25, "3D merged" over the 4
+    in-plane directions that a 2D window has) of each window ``(n, px, px)``."""
+    rows = []
+    for patch in patches:
+        levels, n_levels = discretise(patch[:, :, None], **GLCM_BINS)
+        rows.append(list(glcm_features(glcm_matrices(levels, None, n_levels)).values()))
+    return np.asarray(rows)
+
+
+def texture_reference(
+    windows: Patches, n_clusters: int, seeds: list[int], n_sample: int = 4000
+) -> pd.DataFrame:
+    """How separable the true texture classes are by simple descriptions of the windows: per
+    seed, NMI, ARI, Hungarian accuracy and purity against the class at the window centre of
+    k-means (``n_clusters``) on the window pixels, on the window mean and on standardised GLCM
+    features, on ``n_sample`` windows drawn with the seed. A phantom whose classes no
+    description separates cannot test a texture method."""
+    rows = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(len(windows), min(n_sample, len(windows)), replace=False))
+        patches, truth = windows.patches[pick], windows.truth[pick]
+        features = {
+            "pixels": patches.reshape(len(patches), -1),
+            "mean": patches.mean(axis=(1, 2))[:, None],
+            "glcm": StandardScaler().fit_transform(window_glcm(patches)),
+        }
+        for key, X in features.items():
+            labels = KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(X)
+            rows.append(
+                {
+                    "method": REFERENCES[key],
+                    "seed": seed,
+                    **cm.external_scores(truth, labels),
+                    "purity": cm.purity(truth, labels),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
 # --------------------------------------------------------------------------- paper and metrics
 
 
@@ -428,15 +615,41 @@ def paper_comparison(
         }
         for key, value in paper.items()
     ]
+    for key in ("balanced_accuracy", "auc"):
+        rows.append(
+            {
+                "quantity": f"low/high {key.replace('_', ' ')}",
+                "paper": "not reported (0.65 from its sensitivity and specificity)"
+                if key == "balanced_accuracy"
+                else "not reported",
+                "this_run": _mean_sd(results, "cdcn", key),
+                "note": "0.5 for any constant prediction",
+            }
+        )
     baseline = "classical baseline, not in the paper"
-    for quantity, method, why in [
-        ("low/high f1, AE + k-means baseline", "ae_kmeans", baseline),
-        ("low/high f1, raw k-means baseline", "raw_kmeans", baseline),
-        ("low/high f1, true texture signatures", "true_texture", "ceiling on the phantom"),
+    for method, why in [
+        (
+            "majority",
+            "floor: every case called the majority class; on the paper's 49 high / 21 low "
+            "cases its F1 is 0.82, above the paper's 0.78",
+        ),
+        ("ae_kmeans", baseline),
+        ("raw_kmeans", baseline),
+        ("cdcn_centred", "ablation: the cDCN without each patch's mean"),
+        ("true_texture", "ceiling on the phantom"),
     ]:
         if any(m == method for m, _ in results):
-            f1 = _mean_sd(results, method, "f1")
-            rows.append({"quantity": quantity, "paper": "", "this_run": f1, "note": why})
+            scores = " / ".join(
+                _mean_sd(results, method, k) for k in ("f1", "balanced_accuracy", "auc")
+            )
+            rows.append(
+                {
+                    "quantity": f"low/high f1 / balanced accuracy / AUC, {LABELS[method]}",
+                    "paper": "",
+                    "this_run": scores,
+                    "note": why,
+                }
+            )
     rows.append(
         {
             "quantity": "most predictive clusters",
@@ -466,15 +679,20 @@ def summary_metrics(
     n_patches: int,
     n_windows: int,
     n_seeds: int,
+    intervals: pd.DataFrame | None = None,
+    reference: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Every metric of the run (``runtime_s`` is added by the notebook): mean low/high scores of
     the cDCN, the baselines and the ceiling, the grade correlation, the top clusters and how
-    often they are in the top four, the design counts and the texture recovery."""
+    often they are in the top four, the design counts, the texture recovery, and when given the
+    bootstrap intervals (``lowhigh_ci``, :func:`lowhigh_intervals`) and the texture references
+    (``texture_reference_nmi``, :func:`texture_reference`)."""
     top_fraction = importance.filter(like="_fraction").iloc[:, 0].to_numpy()
     metrics = {
         "lowhigh": _method_mean(results, "cdcn"),
         "baseline_lowhigh": _method_mean(results, "ae_kmeans"),
         "raw_kmeans_lowhigh": _method_mean(results, "raw_kmeans"),
+        "majority_lowhigh": _method_mean(results, "majority"),
         "grade_spearman": float(_cdcn_spearman(results)),
         "top_clusters": top_clusters,
         "top4_stability": float(np.mean(top_fraction[np.array(top_clusters) - 1])),
@@ -483,10 +701,25 @@ def summary_metrics(
         "n_windows": n_windows,
         "n_seeds": n_seeds,
     }
+    if any(m == "cdcn_centred" for m, _ in results):
+        metrics["ablation_lowhigh"] = _method_mean(results, "cdcn_centred")
+    if intervals is not None:
+        keys = {label: key for key, label in LABELS.items()}
+        metrics["lowhigh_ci"] = {
+            keys[method]: {r.score: [float(r.low), float(r.high)] for r in rows.itertuples()}
+            for method, rows in intervals.groupby("method", sort=False)
+        }
     if texture is not None:
         metrics["true_texture_lowhigh"] = _method_mean(results, "true_texture")
         for score in ("nmi", "acc"):
             metrics[f"texture_{score}"] = {
-                m: float(texture.loc[texture.method == LABELS[m], score].mean()) for m in METHODS
+                m: float(texture.loc[texture.method == LABELS[m], score].mean())
+                for m in METHODS
+                if (texture.method == LABELS[m]).any()
             }
+    if reference is not None:
+        metrics["texture_reference_nmi"] = {
+            key: float(reference.loc[reference.method == name, "nmi"].mean())
+            for key, name in REFERENCES.items()
+        }
     return metrics
