@@ -155,3 +155,13 @@ def test_compare_flags_what_moved(tmp_path):
     del rerun["acc"]
     rows = {r["metric"]: r for r in compare("cae_dec", committed, rerun, tmp_path)}
     assert rows["acc.dec"]["pass"] is False and rows["acc.dec"]["rerun"] is None
+
+
+def test_study01_rule_labels_match_the_study():
+    """verify.py keeps its own copy of study 01's row labels (it must not import torch through
+    the study module); the copy has to name the rows the study writes."""
+    from medclust import verify
+    from medclust.studies import cdcn
+
+    assert verify._REFERENCES_01 == cdcn.REFERENCES
+    assert {k: cdcn.LABELS[k] for k in verify._METHODS_01} == verify._METHODS_01
