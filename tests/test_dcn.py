@@ -69,6 +69,19 @@ def test_autoencoder_architecture_matches_the_paper():
         ConvAutoencoder(in_px=30)
 
 
+def test_channels_last_layout_gives_the_nchw_values():
+    torch.manual_seed(0)
+    ae = ConvAutoencoder(in_px=32, latent_dim=20)
+    assert ae.encoder[0].weight.is_contiguous(memory_format=torch.channels_last)
+    nchw = ConvAutoencoder(in_px=32, latent_dim=20).to(memory_format=torch.contiguous_format)
+    nchw.load_state_dict(ae.state_dict())
+    nchw.encode = nchw.encoder  # the plain NCHW forward pass
+    x = torch.randn(8, 1, 32, 32)
+    with torch.no_grad():
+        (z, rec), (z0, rec0) = ae(x), nchw(x)
+    assert torch.allclose(z, z0, atol=1e-5) and torch.allclose(rec, rec0, atol=1e-5)
+
+
 def test_upsample_matches_torch_nearest():
     x = torch.randn(2, 3, 4, 5)
     ref = torch.nn.Upsample(scale_factor=2)(x)

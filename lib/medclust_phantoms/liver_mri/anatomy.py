@@ -1,5 +1,5 @@
-"""The abdomen of one liver MRI case: grid and mask helpers, the vessel tree, the texture-class
-mosaic of the liver and the organs around it (:func:`_anatomy`)."""
+"""The abdomen of one liver MRI case: grid and mask helpers, the portal and hepatic vessel trees,
+the liver's fat map and truth classes, and the organs around it (:func:`_anatomy`)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,16 @@ from medclust_phantoms.liver_mri.design import (
     _GAS,
     _KIDNEY,
     _LIVER,
-    _MOSAIC_CLASSES,
     _MUSCLE,
     _SPLEEN,
     _VFAT,
     _VISCERA,
+    RIM_MM,
+    SEGMENT_LOG_SD,
+    SPARING_SCALE_MM,
+    VOXEL_LOG_SD,
     _Meta,
+    pdff_grade,
 )
 
 # --------------------------------------------------------------------------- helpers
@@ -132,32 +136,8 @@ def _vessel_tree(
     return samples
 
 
-def _vessels(
-    rng: np.random.Generator, liver: np.ndarray, spacing: np.ndarray, fov_mm: np.ndarray
-) -> np.ndarray:
-    """Vessel lumen mask (inside ``liver``) from a portal and a hepatic tree."""
-    idx = np.argwhere(liver)
-    pts = (idx + 0.5) * spacing
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    ext = hi - lo
-    centre = pts.mean(axis=0)
-    scale = float(np.clip(fov_mm[:2].min() / 190.0, 0.3, 1.5))  # smaller trees in small FOVs
-
-    def snap(p):
-        return pts[int(np.argmin(((pts - p) ** 2).sum(axis=1)))]
-
-    hilum = snap(centre + np.array([0.25, 0.1, -0.1]) * ext)
-    dome = snap(
-        np.array([centre[0] + 0.2 * ext[0], centre[1] + 0.15 * ext[1], lo[2] + 0.8 * ext[2]])
-    )
-    starts = []
-    for ang in rng.uniform(-0.3, 0.3) + np.array([np.pi, 0.72 * np.pi, 1.3 * np.pi]):
-        d = np.array([np.cos(ang), np.sin(ang), rng.uniform(-0.3, 0.3)])
-        starts.append((hilum, d / norm(d), rng.uniform(4.0, 5.5) * scale))
-    for ang in rng.uniform(-0.3, 0.3) + np.array([0.9 * np.pi, 1.2 * np.pi, 1.5 * np.pi]):
-        d = np.array([np.cos(ang), np.sin(ang), -rng.uniform(0.2, 0.5)])
-        starts.append((dome, d / norm(d), rng.uniform(3.5, 4.5) * scale))
-    samples = _vessel_tree(rng, liver, spacing, starts)
+def _rasterise(samples: list[tuple[np.ndarray, float]], liver: np.ndarray, spacing) -> np.ndarray:
+    """Lumen mask of centreline samples ``(voxel_index, radius_mm)`` (inside ``liver``)."""
     lumen = np.zeros(liver.shape, bool)
     if not samples:
         return lumen
@@ -177,22 +157,107 @@ def _vessels(
     return lumen & liver
 
 
-def _mosaic_shares(targets: dict[int, float], available: float) -> np.ndarray:
-    """Shares of the mosaic classes within the mosaic parenchyma (the liver less lumen and
-    band, ``available`` of it) that give classes 2, 3, 6, 7 their target fractions of the
-    whole liver. Where these do not fit with >= 10% of the liver left homogeneous, the fat
-    classes shrink first (keeping 6 and 7 independent of grade), then all four."""
-    room = max(available - 0.1, 0.0)
-    fat = np.array([targets[2], targets[3]])
-    unrelated = np.array([targets[6], targets[7]])
-    if fat.sum() + unrelated.sum() > room:
-        fat *= max(room - unrelated.sum(), 0.0) / fat.sum()
-        if unrelated.sum() > room:
-            unrelated *= room / unrelated.sum()
-    frac = np.clip(np.array([fat[0], fat[1], unrelated[0], unrelated[1]]), 0.002, None)
-    frac /= max(available, 1e-6)
-    shares = np.array([max(1.0 - frac.sum(), 0.02), *frac])  # order of _MOSAIC_CLASSES
-    return shares / shares.sum()
+PORTAL, HEPATIC = 1, 2
+
+
+def _vessels(
+    rng: np.random.Generator, liver: np.ndarray, spacing: np.ndarray, fov_mm: np.ndarray
+) -> np.ndarray:
+    """Vessel lumen inside ``liver``, labelled :data:`PORTAL` (a tree from the hilum) or
+    :data:`HEPATIC` (a tree from the dome); 0 elsewhere."""
+    idx = np.argwhere(liver)
+    pts = (idx + 0.5) * spacing
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    ext = hi - lo
+    centre = pts.mean(axis=0)
+    scale = float(np.clip(fov_mm[:2].min() / 190.0, 0.3, 1.5))  # smaller trees in small FOVs
+
+    def snap(p):
+        return pts[int(np.argmin(((pts - p) ** 2).sum(axis=1)))]
+
+    hilum = snap(centre + np.array([0.25, 0.1, -0.1]) * ext)
+    dome = snap(
+        np.array([centre[0] + 0.2 * ext[0], centre[1] + 0.15 * ext[1], lo[2] + 0.8 * ext[2]])
+    )
+    portal, hepatic = [], []
+    for ang in rng.uniform(-0.3, 0.3) + np.array([np.pi, 0.72 * np.pi, 1.3 * np.pi]):
+        d = np.array([np.cos(ang), np.sin(ang), rng.uniform(-0.3, 0.3)])
+        portal.append((hilum, d / norm(d), rng.uniform(4.0, 5.5) * scale))
+    for ang in rng.uniform(-0.3, 0.3) + np.array([0.9 * np.pi, 1.2 * np.pi, 1.5 * np.pi]):
+        d = np.array([np.cos(ang), np.sin(ang), -rng.uniform(0.2, 0.5)])
+        hepatic.append((dome, d / norm(d), rng.uniform(3.5, 4.5) * scale))
+    labels = np.zeros(liver.shape, np.uint8)
+    for code, starts in ((PORTAL, portal), (HEPATIC, hepatic)):
+        lumen = _rasterise(_vessel_tree(rng, liver, spacing, starts, 80), liver, spacing)
+        labels[lumen & (labels == 0)] = code
+    return labels
+
+
+def _top_share(field: np.ndarray, where: np.ndarray, share: float) -> np.ndarray:
+    """The ``share`` of the voxels in ``where`` with the highest ``field`` (a mask)."""
+    values = np.sort(field[where])
+    if values.size == 0 or share <= 0:
+        return np.zeros(field.shape, bool)
+    cut = values[min(int(values.size * (1.0 - share)), values.size - 1)]
+    return where & (field >= cut)
+
+
+def _liver_fat(
+    rng: np.random.Generator,
+    meta: _Meta,
+    liver: np.ndarray,
+    vessels: np.ndarray,
+    biopsy_region: np.ndarray,
+    spacing: np.ndarray,
+    segment_scale_mm: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Truth classes (:data:`~.design.CLASSES`; 0 outside the liver) and PDFF map (%, float32,
+    0 outside the parenchyma) of the liver.
+
+    The diffuse PDFF is the biopsy-site value of the case's grade times a smooth segmental
+    field, ``PDFF_biopsy exp(s_seg (h(x) - h(site)))``: the biopsy needle samples one site of
+    the right lobe (the paper: biopsy "limited to a single position", against "heterogeneity in
+    the liver"). Where it makes the parenchyma steatotic (grade >= 1), fat is spared in
+    geographic areas and along the vessels (:data:`~.design.CLASSES`). Every voxel then varies
+    by a voxel-scale log-normal factor."""
+    labels = np.zeros(liver.shape, np.uint8)
+    pdff = np.zeros(liver.shape, np.float32)
+    box = _bbox(liver, (1, 1, 0))
+    sub = tuple(s.stop - s.start for s in box)
+    liv, ves = liver[box], vessels[box]
+    seg = _smooth_noise(rng, sub, [max(segment_scale_mm / s, 0.5) for s in spacing])
+    shapes = _smooth_noise(rng, sub, [max(SPARING_SCALE_MM / s, 0.5) for s in spacing])
+    vox = _smooth_noise(rng, sub, (0.5, 0.5, 0.2))
+    lumen = liv & (ves > 0)
+    parenchyma = liv & ~lumen
+    dist = (
+        ndi.distance_transform_edt(~lumen, sampling=spacing) if lumen.any() else np.full(sub, 1e9)
+    )
+    site = biopsy_region[box] & parenchyma & (dist > RIM_MM[1])
+    candidates = np.flatnonzero(site if site.any() else parenchyma)
+    biopsy = int(candidates[int(rng.integers(len(candidates)))]) if candidates.size else 0
+    log_seg = SEGMENT_LOG_SD * (seg.astype(np.float64) - float(seg.ravel()[biopsy]))
+    diffuse = np.rint(meta.pdff_biopsy * np.exp(log_seg) * 1e4) / 1e4
+    grade = pdff_grade(diffuse)
+    steatotic = parenchyma & (grade >= 1)
+    marked = grade >= 2
+    rim = parenchyma & (dist <= meta.rim_mm)
+    geographic = _top_share(shapes, steatotic, meta.sparing_share) & ~rim
+    spared = steatotic & (geographic | rim)
+    level = np.where(spared, meta.spared_pdff, diffuse)
+    full = level * np.exp(VOXEL_LOG_SD * vox.astype(np.float64))
+    full = np.clip(np.rint(full * 1e4) / 1e4, 0.0, 100.0)  # 1e-4 % steps: the same bits anywhere
+
+    sub_labels = np.where(parenchyma, 1, 0).astype(np.uint8)
+    sub_labels[geographic & ~marked] = 2
+    sub_labels[geographic & marked] = 3
+    sub_labels[rim & steatotic & ~marked] = 4
+    sub_labels[rim & steatotic & marked] = 5
+    sub_labels[rim & ~steatotic] = 6
+    sub_labels[lumen] = 7
+    labels[box] = np.where(liv, sub_labels, 0)
+    pdff[box] = np.where(parenchyma, full, 0.0).astype(np.float32)
+    return labels, pdff
 
 
 def _anatomy(
@@ -200,10 +265,10 @@ def _anatomy(
     meta: _Meta,
     shape: tuple,
     spacing: tuple,
-    region_scale_mm: float,
-) -> np.ndarray:
-    """The case's tissue map (uint8): body tissues and organs, and liver voxels coded as
-    ``_LIVER + texture class``."""
+    segment_scale_mm: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The case's tissue map (uint8: body tissues and organs, liver voxels coded as
+    ``_LIVER + truth class``) and its liver PDFF map (%, float32; see :func:`_liver_fat`)."""
     sp = np.asarray(spacing, float)
     fov = np.asarray(shape) * sp
     x, y, z = _grid(shape, spacing)
@@ -307,31 +372,8 @@ def _anatomy(
         if not liver.any():
             liver[tuple(n // 2 for n in shape)] = True
 
-    # vessels, perivascular band, mosaic
-    labels = np.zeros(shape, np.uint8)
-    lumen = _vessels(rng, liver, sp, fov)
-    labels[lumen] = 5
-    box = _bbox(liver, (1, 1, 0))
-    sub = tuple(s.stop - s.start for s in box)
-    liv, lum = liver[box], lumen[box]
-    dist = ndi.distance_transform_edt(~lum, sampling=sp) if lum.any() else np.full(sub, np.inf)
-    width = meta.band_mm * np.clip(1.0 + 0.45 * _smooth_noise(rng, sub, (4.0, 4.0, 1.0)), 0, None)
-    band = liv & ~lum & (dist <= width)
-    labels[box][band] = 4
-
-    rest = liv & ~lum & ~band
-    sigma = [max(region_scale_mm / s, 0.5) for s in sp]
-    fields = np.stack([_smooth_noise(rng, sub, sigma)[rest] for _ in _MOSAIC_CLASSES])
-    target = _mosaic_shares(meta.targets, rest.sum() / max(int(liv.sum()), 1))
-    bias = np.log(target) * 0.6
-    for _ in range(40):  # fit per-class offsets so the argmax hits the target shares
-        pick = np.argmax(fields + bias[:, None], axis=0)
-        frac = np.bincount(pick, minlength=len(target)) / max(pick.size, 1)
-        bias += 0.5 * (np.log(target) - np.log(frac + 1e-3))
-    pick = np.argmax(fields + bias[:, None], axis=0)
-    sub_labels = labels[box]
-    sub_labels[rest] = np.asarray(_MOSAIC_CLASSES, np.uint8)[pick]
-    labels[box] = sub_labels
-
+    # vessels and fat; the biopsy needle enters the right lobe (segments V-VIII)
+    vessels = _vessels(rng, liver, sp, fov)
+    labels, pdff = _liver_fat(rng, meta, liver, vessels, right < 1.0, sp, segment_scale_mm)
     tissue[liver] = _LIVER + labels[liver]
-    return tissue
+    return tissue, pdff

@@ -10,30 +10,30 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
 
 from medclust.cohort import CaseData, write_cohort
 from medclust_phantoms.liver_mri.anatomy import (
     _anatomy,
-    _bbox,
     _grid,
     _smooth_noise,
 )
 from medclust_phantoms.liver_mri.design import (
     _BONE,
-    _FAT_SHIFT,
     _KIDNEY,
     _LIVER,
     _LIVER_NOMINAL,
     _MUSCLE,
     _SPLEEN,
     _TISSUE_MEAN,
+    _VESSEL,
     _VISCERA,
     CLASSES,
     NAME,
     _case_meta,
     _Meta,
     _Terms,
+    blood_signal_ratio,
+    fat_signal_ratio,
     grade_counts_for,
     validate_params,
 )
@@ -49,12 +49,14 @@ def _render(
     rng: np.random.Generator,
     meta: _Meta,
     tissue: np.ndarray,
+    pdff: np.ndarray,
     spacing: tuple,
     terms: _Terms,
 ) -> np.ndarray:
-    """T1-like int16 image of a tissue map: tissue intensities, liver textures, bias, noise."""
+    """T1w int16 image of a tissue map and PDFF map: the liver's spoiled-gradient-echo signal
+    (:func:`~.design.fat_signal_ratio`, :func:`~.design.blood_signal_ratio`), the other
+    tissues' intensities, the case's gain, a bias field and Rician noise."""
     shape = tissue.shape
-    sp = np.asarray(spacing, float)
     img = np.zeros(shape, np.float32)
     for code, level in _TISSUE_MEAN.items():
         img[tissue == code] = level
@@ -64,52 +66,15 @@ def _render(
     organs = (tissue == _SPLEEN) | (tissue == _KIDNEY) | (tissue == _BONE) | (tissue == _MUSCLE)
     img[organs] *= 1.0 + 0.03 * soft[organs]
 
+    # liver: (1 - f) water + f fat protons (in-phase echo), lumen of unenhanced blood
     liver = tissue >= _LIVER
-    box = _bbox(liver, (0, 0, 0))
-    lab = tissue[box].astype(np.int16) - _LIVER
-    sub = lab.shape
-    c, level = terms.contrast, meta.liver_level
-    x, y, _ = _grid(sub, spacing)
-    tex = np.ones(sub, np.float32)
-    # 1 homogeneous: barely varying
-    t = 1.0 + 0.015 * c * _smooth_noise(rng, sub, (2.0, 2.0, 0.5))
-    tex = np.where(lab == 1, t, tex)
-    # 2 fine fat: sparse voxel-scale bright speckle
-    density = 0.22
-    speck = (rng.random(sub, dtype=np.float32) < density) * rng.uniform(0.5, 1.0, sub)
-    t = 1.0 + _FAT_SHIFT + c * 0.5 * (speck - density * 0.75)
-    tex = np.where(lab == 2, t, tex)
-    # 3 coarse fat: sparse bright blobs 3-6 mm across
-    blobs = np.zeros(sub, np.float32)
-    per_voxel = sp[0] * sp[1] / 50.0  # about one blob centre per 50 mm^2 of slice
-    for sig_mm in (1.1, 1.7):
-        pts = (rng.random(sub, dtype=np.float32) < per_voxel / 2).astype(np.float32)
-        sig = (sig_mm / sp[0], sig_mm / sp[1], 0.3)
-        g = ndi.gaussian_filter(pts, sig, truncate=3.0)
-        blobs += g * (2 * np.pi * sig[0] * sig[1])
-    blobs = np.minimum(blobs, 1.5)
-    t = 1.0 + _FAT_SHIFT + c * 0.45 * (blobs - float(blobs.mean()))
-    tex = np.where(lab == 3, t, tex)
-    # 4 perivascular: darker band with granular texture
-    gran = _smooth_noise(rng, sub, (0.8, 0.8, 0.3))
-    t = 1.0 - 0.12 * c + c * 0.08 * gran
-    tex = np.where(lab == 4, t, tex)
-    # 5 vessel lumen: dark (not contrast-scaled: anatomy)
-    tex = np.where(lab == 5, 0.45 + 0.02 * gran, tex)
-    # 6 mottled: smooth bright/dark patches a few mm across
-    t = 1.0 + c * 0.13 * _smooth_noise(rng, sub, (1.6, 1.6, 0.5))
-    tex = np.where(lab == 6, t, tex)
-    # 7 striated: fine wavy parallel lines, orientation per case
-    ang = rng.uniform(0.0, np.pi)
-    wavelength = 6.0
-    phase = 1.5 * _smooth_noise(rng, sub, (4.0, 4.0, 1.0))
-    t = 1.0 + c * 0.14 * np.cos(
-        2 * np.pi * (x * np.cos(ang) + y * np.sin(ang)) / wavelength + phase
-    )
-    tex = np.where(lab == 7, t, tex)
-    sub_img = img[box]
-    sub_img[lab > 0] = level * tex[lab > 0]
-    img[box] = sub_img
+    vessel = tissue == _LIVER + _VESSEL
+    fat = fat_signal_ratio(meta.tr_ms, meta.flip_deg)
+    parenchyma = liver & ~vessel
+    f = pdff[parenchyma].astype(np.float64) / 100.0
+    img[parenchyma] = (_LIVER_NOMINAL * ((1.0 - f) + f * fat)).astype(np.float32)
+    img[vessel] = np.float32(_LIVER_NOMINAL * blood_signal_ratio(meta.tr_ms, meta.flip_deg))
+    img *= np.float32(meta.gain)
 
     # smooth multiplicative bias field (random quadratic in normalised coordinates)
     u = [g / max(float(np.abs(g).max()), 1e-6) for g in _grid(shape, spacing)]
@@ -120,7 +85,7 @@ def _render(
     img *= np.exp(terms.bias * poly).astype(np.float32)
 
     # Rician noise: magnitude of the signal plus complex Gaussian noise
-    sd = terms.noise * meta.noise_scale * _LIVER_NOMINAL
+    sd = terms.noise * meta.noise_scale * _LIVER_NOMINAL * meta.gain
     real = img + rng.normal(0.0, sd, shape).astype(np.float32)
     imag = rng.normal(0.0, sd, shape).astype(np.float32)
     out = np.sqrt(real * real + imag * imag)
@@ -161,8 +126,8 @@ def generate(root: str | Path, **params) -> Path:
     rows, maps, metas = [], [], []
     for i, (cid, grade) in enumerate(zip(ids, grades, strict=True)):
         meta_rng, anat_rng, _ = _case_streams(p["seed"], i)
-        meta = _case_meta(meta_rng, int(grade), terms)
-        tissue = _anatomy(anat_rng, meta, shape, spacing, p["region_scale_mm"])
+        meta = _case_meta(meta_rng, int(grade))
+        tissue, pdff = _anatomy(anat_rng, meta, shape, spacing, p["segment_scale_mm"])
         labels = np.where(tissue >= _LIVER, tissue - _LIVER, 0)
         counts = np.bincount(labels.ravel(), minlength=8)[1:8]
         n_liver = int(counts.sum())
@@ -172,9 +137,12 @@ def generate(root: str | Path, **params) -> Path:
             "steatosis": "high" if meta.grade >= 2 else "low",
         }
         row.update({f"frac_{CLASSES[k]}": counts[k - 1] / n_liver for k in CLASSES})
+        row["pdff_biopsy"] = round(meta.pdff_biopsy, 2)
+        parenchyma = pdff[(labels > 0) & (labels < _VESSEL)].astype(np.float64)
+        row["pdff_liver"] = round(float(parenchyma.mean()), 2) if parenchyma.size else 0.0
         row.update({"age": meta.age, "sex": meta.sex})
         rows.append(row)
-        maps.append(zlib.compress(tissue.tobytes(), 1))
+        maps.append((zlib.compress(tissue.tobytes(), 1), zlib.compress(pdff.tobytes(), 1)))
         metas.append(meta)
         log.debug("designed %s (grade %d, liver %d voxels)", cid, meta.grade, n_liver)
     clinical = pd.DataFrame(rows)
@@ -185,9 +153,10 @@ def generate(root: str | Path, **params) -> Path:
     def cases() -> Iterator[CaseData]:
         for i, cid in enumerate(ids):
             _, _, render_rng = _case_streams(p["seed"], i)
-            tissue = np.frombuffer(zlib.decompress(maps[i]), np.uint8).reshape(shape)
-            maps[i] = b""
-            image = _render(render_rng, metas[i], tissue, spacing, terms)
+            tissue = np.frombuffer(zlib.decompress(maps[i][0]), np.uint8).reshape(shape)
+            pdff = np.frombuffer(zlib.decompress(maps[i][1]), np.float32).reshape(shape)
+            maps[i] = (b"", b"")
+            image = _render(render_rng, metas[i], tissue, pdff, spacing, terms)
             labels = np.where(tissue >= _LIVER, tissue - _LIVER, 0).astype(np.uint8)
             yield CaseData(
                 id=cid,
@@ -199,10 +168,11 @@ def generate(root: str | Path, **params) -> Path:
 
     labels = {0: "outside liver", **CLASSES}
     description = (
-        "Phantom T1-weighted abdominal MRI (int16, arbitrary units) of steatosis cases: body, "
-        "organs, a liver with dark vessel trees, bias field and Rician noise. The liver is a "
-        "mosaic of texture classes whose proportions of fine_fat, coarse_fat and perivascular "
-        "rise with steatosis grade; mottled and striated are grade-unrelated."
+        "Phantom T1-weighted abdominal MRI (int16, arbitrary units; 3D spoiled gradient echo "
+        "at 1.5 T, in-phase) of steatosis cases: body, organs, a liver with portal and hepatic "
+        "vessel trees, per-site sequence and gain, bias field and Rician noise. The liver's fat "
+        "(PDFF) follows the biopsy grade with segmental heterogeneity; in steatotic parenchyma "
+        "fat is spared in geographic areas and along the vessels."
     )
     return write_cohort(
         root,
@@ -220,10 +190,12 @@ def generate(root: str | Path, **params) -> Path:
         mask_labels={"0": "background", "1": "liver"},
         clinical_label="grade",
         ground_truth=(
-            "labelmap: texture class of every liver voxel (1 homogeneous, 2 fine_fat, "
-            "3 coarse_fat, 4 perivascular, 5 vessel, 6 mottled, 7 striated), 0 outside the "
-            "liver mask; classes 2-4 increase with grade, 6-7 are grade-unrelated; "
-            "clinical.csv frac_<class> are the true class fractions of the liver"
+            "labelmap: class of every liver voxel (1 parenchyma, 2 sparing_faint, "
+            "3 sparing_marked, 4 perivascular_faint, 5 perivascular_marked, 6 vessel_wall, "
+            "7 vessel), 0 outside the liver mask; classes 2-5 are fat-spared areas of steatotic "
+            "parenchyma (faint: grade-1 surroundings, marked: grade 2 or more); clinical.csv "
+            "frac_<class> are the true class fractions of the liver, pdff_biopsy and pdff_liver "
+            "the biopsy-site and mean parenchyma PDFF (%)"
         ),
         generator_params=recorded(p),
     )
