@@ -217,14 +217,27 @@ def test_mean_subtracted_patches_and_the_texture_reference():
     flat = np.full((40, 8, 8), 1.0) + rng.normal(0, 0.05, (40, 8, 8))
     board = 1.0 + 1.5 * (np.indices((8, 8)).sum(0) % 2 - 0.5) + rng.normal(0, 0.05, (40, 8, 8))
     patches = np.concatenate([flat, board]).astype(np.float32) + rng.normal(0, 1, (80, 1, 1))
-    windows = study.Patches(patches, np.zeros(80, int), np.zeros((80, 3), int), truth)
+    cases = np.arange(80) % 10
+    windows = study.Patches(patches, cases, np.zeros((80, 3), int), truth)
     centred = study.mean_subtracted(windows)
     np.testing.assert_allclose(centred.patches.mean(axis=(1, 2)), 0, atol=1e-5)
     assert centred.truth is truth
-    reference = study.texture_reference(windows, 2, [0], n_sample=80)
-    by = reference.set_index("method").nmi
-    # the patch means are random offsets; the GLCM sees the checkerboard
-    assert by["k-means on window GLCM features"] > 0.9 > 0.2 > by["k-means on window mean"]
+    reference = study.texture_reference(windows, 2, [0], n_sample=80).set_index("method")
+    # the patch means are random offsets; the GLCM sees the checkerboard, k-means and probe alike
+    assert reference.nmi["window GLCM features"] > 0.9 > 0.2 > reference.nmi["window mean"]
+    assert reference.probe_bacc["window GLCM features"] > 0.9
+    assert reference.probe_bacc["window mean"] < 0.75
+
+
+def test_linear_probe_is_grouped_by_case():
+    rng = np.random.default_rng(0)
+    truth = np.repeat([0, 1, 2], 30)
+    X = rng.normal(0, 1, (90, 3)) + 4 * np.eye(3)[truth]
+    assert study.linear_probe(X, truth, np.arange(90) % 6) > 0.95
+    noise = rng.normal(0, 1, (90, 3))
+    assert study.linear_probe(noise, truth, np.arange(90) % 6) < 0.6
+    # one case: nothing to hold out
+    assert np.isnan(study.linear_probe(X, truth, np.zeros(90, int)))
 
 
 def test_summary_metrics():
@@ -240,7 +253,12 @@ def test_summary_metrics():
     results = fake_results()
     results["cdcn_centred", 0] = {"lowhigh": lowhigh(0.8), "grade_spearman": 0.5}
     reference = pd.DataFrame(
-        {"method": list(study.REFERENCES.values()), "seed": 0, "nmi": [0.1, 0.12, 0.18]}
+        {
+            "method": list(study.REFERENCES.values()),
+            "seed": 0,
+            "nmi": [0.1, 0.12, 0.18],
+            "probe_bacc": [0.4, 0.3, 0.5],
+        }
     )
     intervals = pd.DataFrame(
         {"method": ["cDCN"], "score": ["auc"], "mean": [0.7], "low": [0.6], "high": [0.8]}
@@ -254,6 +272,7 @@ def test_summary_metrics():
     assert metrics["ablation_lowhigh"]["auc"] == pytest.approx(0.7)
     assert metrics["lowhigh_ci"] == {"cdcn": {"auc": [0.6, 0.8]}}
     assert metrics["texture_reference_nmi"] == {"pixels": 0.1, "mean": 0.12, "glcm": 0.18}
+    assert metrics["texture_reference_probe"] == {"pixels": 0.4, "mean": 0.3, "glcm": 0.5}
     assert metrics["grade_spearman"] == pytest.approx(0.3)
     assert metrics["top_clusters"] == [5, 4, 3, 2] and metrics["top4_stability"] == 1.0
     assert metrics["texture_nmi"] == pytest.approx(

@@ -65,9 +65,9 @@ _METHODS_01 = {
     "cdcn_centred": "cDCN on mean-subtracted patches (ablation)",
 }
 _REFERENCES_01 = {
-    "pixels": "k-means on window pixels",
-    "mean": "k-means on window mean",
-    "glcm": "k-means on window GLCM features",
+    "pixels": "window pixels",
+    "mean": "window mean",
+    "glcm": "window GLCM features",
 }
 PER_SEED_RULES: dict[str, list[tuple[str, str, str, str]]] = {
     "cdcn": [
@@ -93,12 +93,13 @@ PER_SEED_RULES: dict[str, list[tuple[str, str, str, str]]] = {
         (r"grade_spearman", "lowhigh_per_seed.csv", "method == 'cDCN'", "grade_spearman_lasso"),
         *[
             (
-                rf"texture_reference_nmi\.{key}",
+                rf"texture_reference_{metric}\.{key}",
                 "texture_reference_per_seed.csv",
                 f"method == '{name}'",
-                "nmi",
+                column,
             )
             for key, name in _REFERENCES_01.items()
+            for metric, column in (("nmi", "nmi"), ("probe", "probe_bacc"))
         ],
         *[
             (
