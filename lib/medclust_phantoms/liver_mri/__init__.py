@@ -20,7 +20,7 @@ The liver (:mod:`.design` holds every constant with its source):
   grade's PDFF interval (cut-offs 6.4 / 17.4 / 22.1 %, Tang et al. 2013 as tabulated in the
   paper's ref. [4]). A smooth segmental field spreads it over the liver, so the whole liver's
   fat differs from the biopsy's. Where the parenchyma is steatotic (grade >= 1), fat is spared in
-  geographic areas and in a rim along the vessels (the "focal ... perivascular" patterns of
+  geographic areas and in a rim along the vessels (the focal and perivascular patterns of
   Hamer et al. 2006). Every voxel varies by a voxel-scale log-normal factor.
 * **Signal.** A 3D spoiled gradient echo at 1.5 T, in-phase echo: a parenchyma voxel of PDFF
   ``f`` gives ``(1 - f) + f r`` times the fat-free liver signal, with ``r`` the fat-to-water

@@ -157,14 +157,11 @@ def _rasterise(samples: list[tuple[np.ndarray, float]], liver: np.ndarray, spaci
     return lumen & liver
 
 
-PORTAL, HEPATIC = 1, 2
-
-
 def _vessels(
     rng: np.random.Generator, liver: np.ndarray, spacing: np.ndarray, fov_mm: np.ndarray
 ) -> np.ndarray:
-    """Vessel lumen inside ``liver``, labelled :data:`PORTAL` (a tree from the hilum) or
-    :data:`HEPATIC` (a tree from the dome); 0 elsewhere."""
+    """Vessel lumen mask inside ``liver``: a portal tree from the hilum and a hepatic-vein tree
+    from the dome, each grown from three trunks."""
     idx = np.argwhere(liver)
     pts = (idx + 0.5) * spacing
     lo, hi = pts.min(axis=0), pts.max(axis=0)
@@ -186,11 +183,10 @@ def _vessels(
     for ang in rng.uniform(-0.3, 0.3) + np.array([0.9 * np.pi, 1.2 * np.pi, 1.5 * np.pi]):
         d = np.array([np.cos(ang), np.sin(ang), -rng.uniform(0.2, 0.5)])
         hepatic.append((dome, d / norm(d), rng.uniform(3.5, 4.5) * scale))
-    labels = np.zeros(liver.shape, np.uint8)
-    for code, starts in ((PORTAL, portal), (HEPATIC, hepatic)):
-        lumen = _rasterise(_vessel_tree(rng, liver, spacing, starts, 80), liver, spacing)
-        labels[lumen & (labels == 0)] = code
-    return labels
+    lumen = np.zeros(liver.shape, bool)
+    for starts in (portal, hepatic):
+        lumen |= _rasterise(_vessel_tree(rng, liver, spacing, starts, 80), liver, spacing)
+    return lumen
 
 
 def _top_share(field: np.ndarray, where: np.ndarray, share: float) -> np.ndarray:
@@ -224,11 +220,11 @@ def _liver_fat(
     pdff = np.zeros(liver.shape, np.float32)
     box = _bbox(liver, (1, 1, 0))
     sub = tuple(s.stop - s.start for s in box)
-    liv, ves = liver[box], vessels[box]
+    liv = liver[box]
     seg = _smooth_noise(rng, sub, [max(segment_scale_mm / s, 0.5) for s in spacing])
     shapes = _smooth_noise(rng, sub, [max(SPARING_SCALE_MM / s, 0.5) for s in spacing])
     vox = _smooth_noise(rng, sub, (0.5, 0.5, 0.2))
-    lumen = liv & (ves > 0)
+    lumen = liv & vessels[box]
     parenchyma = liv & ~lumen
     dist = (
         ndi.distance_transform_edt(~lumen, sampling=spacing) if lumen.any() else np.full(sub, 1e9)

@@ -27,9 +27,9 @@ DEFAULTS: dict = {
 # Truth classes: what a texture description of the liver could tell apart. The diffuse fat
 # (the part of the grade that T1w "does not directly quantify") changes the brightness of the
 # whole parenchyma, not its pattern, so all diffuse parenchyma is one class; the patterns fat
-# makes visible are the fat-spared areas, geographic or along the vessels (Hamer et al.,
-# RadioGraphics 2006;26:1637-1653: "focal, multifocal, ... perivascular" distributions with
-# geographic margins), whose contrast grows with the surrounding fat: "faint" where the
+# makes visible are the fat-spared areas, geographic or along the vessels (the focal and
+# perivascular distributions with geographic margins of Hamer et al., RadioGraphics
+# 2006;26:1637-1653), whose contrast grows with the surrounding fat: "faint" where the
 # surrounding PDFF is of grade 1 (6.4-17.4 %), "marked" from grade 2 (>= 17.4 %).
 CLASSES: dict[int, str] = {
     1: "parenchyma",  # diffuse parenchyma at any fat level
@@ -53,7 +53,7 @@ PDFF_RANGE = (1.0, 35.0)  # lowest / highest biopsy-site PDFF drawn (%): assumpt
 SPARED_PDFF = (1.0, 4.0)  # PDFF of spared liver: normal liver, below grade 1 (assumption)
 
 # 1.5 T longitudinal relaxation (ms): liver and subcutaneous fat from de Bazelaire et al.,
-# Radiology 2004;230:652-659 (1.5 T column, as recalled: liver 586, fat 343; its 3 T column, in
+# Radiology 2004 (its 1.5 T column, as recalled: liver 586, fat 343; its 3 T column, checked in
 # the abstract: 809 and 382); venous blood ~1200 ms at 1.5 T. Proton densities relative to
 # water: approximate (liver 0.70, blood 0.87).
 T1_MS = {"liver_water": 586.0, "fat": 343.0, "blood": 1200.0}
