@@ -172,12 +172,14 @@ def test_floor_auc_and_balanced_accuracy_cannot_pass_a_constant():
     floor = study.majority_floor(Liver())
     assert floor["lowhigh"]["f1"] == pytest.approx(2 * 49 / (2 * 49 + 21))  # 0.824
     assert floor["lowhigh"]["balanced_accuracy"] == 0.5 and floor["lowhigh"]["auc"] == 0.5
-    # the Mann-Whitney AUC equals scikit-learn's, ties counting half
+    # the low/high AUC is scikit-learn's (ties counting half), NaN with a single class
     from sklearn.metrics import roc_auc_score
 
     rng = np.random.default_rng(1)
     score = rng.integers(0, 4, 70) / 4
-    assert study._auc(Liver.high, score) == pytest.approx(roc_auc_score(Liver.high, score))
+    auc = study._lowhigh(Liver.high, score)["auc"]
+    assert auc == pytest.approx(roc_auc_score(Liver.high, score))
+    assert np.isnan(study._lowhigh(np.ones(5, int), np.full(5, 0.7))["auc"])
 
 
 def _p_high_results():

@@ -83,8 +83,9 @@ def loo_predict(
         raise ValueError(f"X must be (n, n_features) with n = len(y); got {X.shape}, {y.shape}")
     if len(X) < 2:
         raise ValueError("leave-one-out needs at least two samples")
+    classes = np.unique(y) if method == "predict_proba" else None
     folds = Parallel(n_jobs=n_jobs)(
-        delayed(_fold)(estimator, X, y, train, test, method, seed)
+        delayed(_fold)(estimator, X, y, train, test, method, seed, classes)
         for train, test in LeaveOneOut().split(X)
     )
     preds, imps = zip(*folds, strict=True)
@@ -92,12 +93,14 @@ def loo_predict(
     return LOOResult(np.asarray(preds), importances)
 
 
-def _fold(estimator, X, y, train, test, method, seed) -> tuple[np.ndarray, np.ndarray | None]:
-    """One leave-one-out fold of :func:`loo_predict`: the prediction and the importances."""
+def _fold(
+    estimator, X, y, train, test, method, seed, classes
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One leave-one-out fold of :func:`loo_predict`: the prediction (probabilities aligned to
+    ``classes``, those of the whole ``y``, when given) and the importances."""
     est = _with_seed(clone(estimator), seed).fit(X[train], y[train])
     pred = np.asarray(getattr(est, method)(X[test]))[0]
-    if method == "predict_proba":
-        classes = np.unique(y)
+    if classes is not None:
         aligned = np.zeros(len(classes))
         aligned[np.searchsorted(classes, est.classes_)] = pred
         pred = aligned
