@@ -23,6 +23,7 @@ from conftest import ROOT, dvc_stages, write_tiny_cohort
 from medclust.cohort import CohortError, load_cohort
 from medclust.outputs import atomic_write_text, default_mode
 from medclust.patches import sample_cohort_patches
+from medclust.report_folder import MARKER, write_marker
 from medclust.run import ParamError, Study, check_params, read_block
 
 
@@ -66,8 +67,9 @@ def test_phantom_cli_needs_out_and_checks_params_before_writing(tmp_path):
 # ------------------------------------------------------------------ 2/3. all-or-nothing runs
 
 
-def _previous_report(folder):
+def _previous_report(folder, study="cohorts"):
     folder.mkdir(parents=True)
+    write_marker(folder, study)  # a report the runner wrote: the only kind it replaces
     (folder / "metrics.json").write_text('{"acc": 0.5}\n')
     (folder / "figures").mkdir()
     (folder / "figures" / "old.png").write_bytes(b"png")
@@ -78,12 +80,15 @@ def _previous_report(folder):
 def test_failed_run_keeps_previous_report_and_says_where_partial_is(tmp_path):
     report = tmp_path / "reports" / "00_cohorts"
     before = _previous_report(report)
+    broken = tmp_path / "broken" / "cohort"  # passes the runner's checks, fails in the kernel
+    broken.mkdir(parents=True)
+    (broken / "dataset.json").write_text("{ not json")
     failed = _cli(
         "medclust.run",
         "cohorts",
         "--quiet",
         "--set",
-        f"data_dir={tmp_path / 'nothing'}",
+        f"data_dir={broken.parent}",
         "--report-dir",
         str(report),
     )
@@ -117,9 +122,24 @@ def test_study_on_a_user_cohort_into_a_new_folder(tmp_path):
         report / "tables" / "metrics_all.json"
     ).exists()
     assert not report.with_name("report.partial").exists()
+    assert (report / MARKER).read_text() == "cohorts\n"
     assert (ROOT / "params.yaml").read_bytes() == params_before
     mode = stat.S_IMODE((report / "metrics.json").stat().st_mode)
     assert mode == default_mode()
+    (report / "stale.txt").write_text("from the first run")
+    again = _cli(
+        "medclust.run",
+        "cohorts",
+        "--quiet",
+        "--set",
+        f"data_dir={tmp_path / 'mydata'}",
+        "--set",
+        "n_examples=1",
+        "--report-dir",
+        str(report),
+    )
+    assert again.returncode == 0, again.stderr  # its own report: replaced as a whole
+    assert not (report / "stale.txt").exists() and (report / "metrics.json").is_file()
 
 
 def test_every_stage_keeps_its_outputs_before_a_run():

@@ -11,6 +11,13 @@ declared once, there), renders it to HTML, and only then replaces the report fol
   failure the previous report stays exactly as it was and the message says where the partial
   output is. The DVC stages declare their outputs ``persist: true``, so DVC does not delete the
   committed results before a run either.
+* **Inputs checked first.** Every input folder (``cohort``, ``data_dir``, ``features_dir``)
+  must exist and be what the study reads (a cohort, a folder of cohorts, a feature folder)
+  before a kernel starts; a failure leaves nothing behind.
+* **Only its own folders replaced.** The runner marks every report folder it writes (a
+  ``.medclust-report`` file naming the study) and replaces an existing path only when it is a
+  report of the same study or an empty folder; anything else is refused before any work
+  unless ``--force`` is given, and some places never (:mod:`medclust.report_folder`).
 * **Your own cohort.** ``python -m medclust.run cdcn --set cohort=/data/my_liver
   --report-dir /tmp/my_report`` runs the study on another cohort into a folder of your choice
   (created if needed) without touching ``params.yaml`` or ``reports/``.
@@ -30,6 +37,7 @@ from pathlib import Path
 import yaml
 
 from medclust.outputs import default_mode
+from medclust.report_folder import ReportDirError, check_replaceable, write_marker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,6 +52,14 @@ STUDIES: dict[str, str] = {
 }
 
 PARTIAL = ".partial"
+OLD = ".old"
+
+#: Parameters that name an input folder -> what the folder must be (:func:`check_inputs`).
+INPUT_FOLDERS: dict[str, str] = {
+    "cohort": "a cohort (dataset.json + clinical.csv)",
+    "data_dir": "a folder of cohorts",
+    "features_dir": "a feature folder (index.csv, python -m medclust.population)",
+}
 
 # Environment of the notebook's kernel, set before torch and numpy load there (README,
 # "Reproducibility"). x86-64-v3: torch, oneDNN, MKL, OpenBLAS and numpy use their AVX2 + FMA
@@ -158,9 +174,64 @@ def parse_set(items: list[str]) -> dict[str, object]:
     return out
 
 
+class InputError(ValueError):
+    """An input folder that is missing or is not what the study reads; the message names the
+    parameter and the path."""
+
+
+def check_inputs(params: dict[str, object]) -> list[Path]:
+    """The input folders of ``params`` (:data:`INPUT_FOLDERS`), each checked to exist and to
+    be what the study reads, without opening any voxel; :class:`InputError` otherwise."""
+    from medclust.cohort import DATASET_JSON, CohortError, find_cohorts, load_cohort
+
+    folders = []
+    for name, what in INPUT_FOLDERS.items():
+        if name not in params:
+            continue
+        folder = Path(str(params[name]))
+        if not folder.is_dir():
+            state = "is not a folder" if folder.exists() else "does not exist"
+            raise InputError(f"param {name}={str(folder)!r}: {state} (it must be {what})")
+        if name == "cohort":
+            try:
+                load_cohort(folder, check_voxels=False)
+            except CohortError as exc:
+                raise InputError(
+                    f"param cohort={str(folder)!r}: not a usable cohort: {exc}"
+                ) from exc
+        elif name == "data_dir" and not find_cohorts(folder):
+            raise InputError(
+                f"param data_dir={str(folder)!r}: holds no cohort (a sub-folder with {DATASET_JSON})"
+            )
+        elif name == "features_dir":
+            from medclust.population.store import INDEX_CSV
+
+            if not (folder / INDEX_CSV).is_file():
+                raise InputError(
+                    f"param features_dir={str(folder)!r}: no {INDEX_CSV} (it must be {what})"
+                )
+        folders.append(folder)
+    return folders
+
+
+def check_report_dir(
+    study: Study, params: dict[str, object], *, force: bool = False, root: Path = ROOT
+) -> Path:
+    """The report folder of ``params``, checked (with its ``.partial`` and ``.old`` siblings)
+    to be one the runner may replace (:func:`medclust.report_folder.check_replaceable`)."""
+    report = Path(str(params["report_dir"]))
+    inputs = [params[name] for name in INPUT_FOLDERS if name in params]
+    check_replaceable(report, study.name, repo=root, force=force, inputs=inputs)
+    for sibling in (PARTIAL, OLD):
+        check_replaceable(
+            report.with_name(report.name + sibling), study.name, repo=root, inputs=inputs
+        )
+    return report
+
+
 def _swap_in(partial: Path, report: Path) -> None:
     """Replace ``report`` by ``partial`` (two renames; the old report is removed last)."""
-    old = report.with_name(report.name + ".old")
+    old = report.with_name(report.name + OLD)
     shutil.rmtree(old, ignore_errors=True)
     if report.exists():
         report.rename(old)
@@ -175,12 +246,18 @@ def _publishable(folder: Path) -> None:
         path.chmod(dir_mode if path.is_dir() else file_mode)
 
 
-def run(study: Study, params: dict[str, object], *, quiet: bool = False) -> Path:
-    """Execute ``study`` with ``params`` into ``params['report_dir']`` (see the module)."""
-    report = Path(params["report_dir"])
+def run(
+    study: Study, params: dict[str, object], *, quiet: bool = False, force: bool = False
+) -> Path:
+    """Execute ``study`` with ``params`` into ``params['report_dir']`` (see the module):
+    inputs and report folder are checked first (:class:`InputError`,
+    :class:`~medclust.report_folder.ReportDirError`), nothing is written before."""
+    check_inputs(params)
+    report = check_report_dir(study, params, force=force)
     partial = report.with_name(report.name + PARTIAL)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    write_marker(partial, study.name)
     executed = partial / "notebook.ipynb"
     os.environ.update(cpu_profile_env())  # the kernel inherits it
     import papermill as pm
@@ -240,7 +317,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="override one parameter for this run (YAML value), e.g. --set cohort=data/my_cohort",
     )
-    parser.add_argument("--report-dir", help="write the report here instead of report_dir")
+    parser.add_argument(
+        "--report-dir",
+        help="write the report here instead of report_dir; an existing path is replaced only "
+        "when it is a report of the same study written by this runner, or an empty folder",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing --report-dir that is not such a report (never the repository, "
+        "its data/ or reports/, the home folder or an input of the run)",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not echo the notebook's output")
     args = parser.parse_args(argv)
     try:
@@ -253,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     except ParamError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     try:
-        report = run(study, params, quiet=args.quiet)
+        report = run(study, params, quiet=args.quiet, force=args.force)
+    except (InputError, ReportDirError) as exc:  # refused before any work
+        parser.exit(1, f"{parser.prog}: error: {exc}\n")
     except Exception as exc:  # the notebook's own error, already shown in its output
         name = type(exc).__name__
         parser.exit(1, f"{parser.prog}: error: {args.study} failed: {name}: {_last_line(exc)}\n")
