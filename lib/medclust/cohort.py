@@ -216,7 +216,9 @@ def _parse_clinical(root: Path, case_ids: list[str]) -> pd.DataFrame:
     return clinical.set_index(CASE_ID).loc[case_ids]
 
 
-def _check_case(case: Case, ndim: int, require: tuple[str, ...], check_voxels: bool) -> None:
+def _check_case(
+    case: Case, ndim: int, require: tuple[str, ...], check_voxels: bool, channels: int = 1
+) -> None:
     for kind in require:
         if getattr(case, kind) is None:
             raise CohortError(f"case {case.id!r}: no {kind} given in {DATASET_JSON}")
@@ -228,10 +230,17 @@ def _check_case(case: Case, ndim: int, require: tuple[str, ...], check_voxels: b
                 _read_nifti(path)
         return
     image, img = _read_voxels(case.image)
-    if image.ndim != ndim:
+    if channels > 1:  # colour: one extra trailing axis of `channels` values
+        if image.ndim != ndim + 1 or image.shape[-1] != channels:
+            raise CohortError(
+                f"{case.image}: expected a {ndim}D image with {channels} channels (last axis), "
+                f"got shape {image.shape}"
+            )
+    elif image.ndim != ndim:
         raise CohortError(
             f"{case.image}: expected a {ndim}D image, got {image.ndim}D of shape {image.shape}"
         )
+    spatial = image.shape[:ndim]
     if not np.isfinite(image).all():
         bad = int((~np.isfinite(image)).sum())
         raise CohortError(f"{case.image}: {bad} NaN/inf voxel(s)")
@@ -240,9 +249,9 @@ def _check_case(case: Case, ndim: int, require: tuple[str, ...], check_voxels: b
         if path is None:
             continue
         data, other = _read_voxels(path)
-        if data.shape != image.shape:
+        if data.shape != spatial:
             raise CohortError(
-                f"{path}: {kind} shape {data.shape} does not match image shape {image.shape} "
+                f"{path}: {kind} shape {data.shape} does not match image shape {spatial} "
                 f"({case.image.name})"
             )
         if not np.allclose(other.affine, img.affine, atol=1e-3):
@@ -266,7 +275,8 @@ def load_cohort(
     ``"report"``); ``ndim`` the image dimensionality a study needs (default: what
     ``tensorImageSize`` in ``dataset.json`` says, else 3). Every file is opened (and with
     ``check_voxels`` every voxel checked) before this returns, so a bad case fails here
-    rather than halfway through a study.
+    rather than halfway through a study. A ``dataset.json`` with ``"channels": C`` (C > 1,
+    e.g. RGB) holds images with one extra trailing axis of size C.
     """
     root = Path(root)
     meta = _parse_dataset(root)
@@ -288,9 +298,12 @@ def load_cohort(
         if size not in ("2D", "3D"):
             raise CohortError(f"{where}: tensorImageSize must be '2D' or '3D', got {size!r}")
         ndim = int(size[0])
+    channels = meta.get("channels", 1)
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+        raise CohortError(f"{where}: channels must be a positive integer, got {channels!r}")
     require = tuple(require)
     for case in cases:
-        _check_case(case, ndim, require, check_voxels)
+        _check_case(case, ndim, require, check_voxels, channels)
     labels = {int(k): str(v) for k, v in meta.get("labels", {}).items()}
     known = set(_REQUIRED_KEYS) | {"description", "labels", "spacing_note", "tensorImageSize"}
     return Cohort(
@@ -356,15 +369,18 @@ def write_cohort(
     **extra,
 ) -> Path:
     """Write a cohort folder atomically: everything goes to a sibling temp folder first,
-    which replaces ``root`` only once complete. ``clinical`` needs a ``case_id`` column."""
+    which replaces ``root`` only once complete. ``clinical`` needs a ``case_id`` column.
+    With ``channels=C`` (C > 1, passed on into ``dataset.json``) every image carries one
+    extra trailing axis of C values (e.g. RGB), not counted in ``tensorImageSize``."""
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
         tmp.chmod(default_mode(directory=True))  # mkdtemp makes it private
         entries, dims = [], set()
+        channel_axis = int(extra.get("channels", 1)) > 1
         for case in cases:
-            dims.add(np.ndim(case.image))
+            dims.add(np.ndim(case.image) - channel_axis)
             entry = {"id": case.id}
             for kind in (*_VOLUME_KINDS, "report"):
                 value = getattr(case, kind)
