@@ -3,6 +3,8 @@ the segmentation scoring (Moriya et al.; JULE of Yang, Parikh and Batra)."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -273,6 +275,65 @@ def test_jule_fit_leaves_the_callers_rng_alone():
     b = JULE(seed=5, **SMALL).fit(X)
     np.testing.assert_array_equal(a.labels_, b.labels_)
     np.testing.assert_array_equal(a.transform(X[:5]), b.transform(X[:5]))
+
+
+def _batch_norms(net: torch.nn.Module) -> list[torch.nn.BatchNorm3d]:
+    return [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+
+
+def test_the_untrained_control_is_calibrated_on_the_training_patches(monkeypatch):
+    """JULE's updateCNN = 0 control keeps the initial weights, but its batch norm running
+    statistics are those of the training patches (a fresh layer holds mean 0 / var 1); the
+    calibration draws from a stream of its own, so the trained network is the same with or
+    without it."""
+    X, _ = _textures(80)  # two minibatches of 40
+    a = JULE(seed=5, **SMALL).fit(X)
+    initial = a.initial_network_
+    assert not initial.training and not a.network_.training
+    norms = _batch_norms(initial)
+    assert len(norms) == 3
+    for m in norms:
+        assert not torch.allclose(m.running_mean, torch.zeros_like(m.running_mean))
+        assert not torch.allclose(m.running_var, torch.ones_like(m.running_var))
+        assert m.momentum == 0.1  # restored after the cumulative pass
+    # the first layer sees the patches themselves: its running mean is the mean of the first
+    # convolution's output over all training patches (equal minibatches: whatever the order)
+    Xn = torch.from_numpy((X - a.mean_) / a.std_)[:, None]
+    with torch.no_grad():
+        conv1 = initial.features[0](Xn)
+    torch.testing.assert_close(norms[0].running_mean, conv1.mean(dim=(0, 2, 3, 4)))
+    # every layer: the statistics of a no-gradient pass in training mode over the patches in
+    # minibatches of batch_size, in the calibration's own order
+    again = copy.deepcopy(initial)
+    for m in _batch_norms(again):
+        m.reset_running_stats()
+        m.momentum = None
+    order = np.random.default_rng(np.random.SeedSequence([5, 5])).permutation(80)
+    again.train()
+    with torch.no_grad():
+        for start in range(0, 80, SMALL["batch_size"]):
+            again(Xn[order[start : start + SMALL["batch_size"]]])
+    for m, expected in zip(norms, _batch_norms(again), strict=True):
+        torch.testing.assert_close(m.running_mean, expected.running_mean)
+        torch.testing.assert_close(m.running_var, expected.running_var)
+
+    # the same seed: the same fit and the same control
+    b = JULE(seed=5, **SMALL).fit(X)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    np.testing.assert_array_equal(
+        a.random_network_transform(X[:5]), b.random_network_transform(X[:5])
+    )
+    # without the calibration: the same trained network, another control
+    monkeypatch.setattr(JULE, "_calibrated", lambda self, net, Xn: net.eval())
+    plain = JULE(seed=5, **SMALL).fit(X)
+    for m in _batch_norms(plain.initial_network_):
+        torch.testing.assert_close(m.running_mean, torch.zeros_like(m.running_mean))
+    np.testing.assert_array_equal(plain.labels_, a.labels_)
+    np.testing.assert_array_equal(plain.transform(X[:5]), a.transform(X[:5]))
+    # the same initial weights, other batch-norm statistics: other features
+    for p, q in zip(plain.initial_network_.parameters(), initial.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    assert not np.allclose(plain.random_network_transform(X[:5]), a.random_network_transform(X[:5]))
 
 
 def test_jule_param_errors_name_the_param():

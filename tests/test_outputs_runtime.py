@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from medclust.outputs import Report, atomic_write_text, to_jsonable
-from medclust.runtime import seed_everything, select_device, timed
+from medclust.runtime import seed_everything, select_device, sub_seed, timed
+from medclust.summary import build_index
 
 
 def test_metrics_json_plain_types(tmp_path):
@@ -104,3 +105,61 @@ def test_timed_accumulates():
     with timed(results):
         pass
     assert results["runtime_s"] >= 0
+
+
+def test_sub_seed_streams():
+    assert sub_seed(7) == sub_seed(7, 0) == 7  # the main stream is the seed itself
+    assert isinstance(sub_seed(7, 0), int) and isinstance(sub_seed(7, 1), int)
+    # a second stream of seed 0 is not the main stream of seed 1 (as seed + offset was)
+    assert sub_seed(0, 1) != 1 and sub_seed(0, 1) != sub_seed(1, 0)
+    streams = {sub_seed(s, o) for s in range(4) for o in range(1, 4)}
+    assert len(streams) == 12 and not streams & set(range(4))
+    assert all(0 <= v < 2**32 for v in streams)  # torch, NumPy and scikit-learn take it
+    assert sub_seed(3, 2) == sub_seed(3, 2)  # deterministic
+    assert sub_seed(3, 2) == int(np.random.SeedSequence([3, 2]).generate_state(1)[0])
+    assert sub_seed(np.int64(3), 2) == sub_seed(3, 2)
+
+
+def test_report_verdict_appends_paragraphs(tmp_path):
+    report = Report(tmp_path)
+    assert report.verdict("  A is better than B.\n") == "  A is better than B.\n"
+    path = tmp_path / "tables" / "verdict.md"
+    assert path.read_text() == "A is better than B.\n"
+    report.verdict("C cannot be told apart from D.")
+    assert path.read_text() == "A is better than B.\n\nC cannot be told apart from D.\n"
+    # a new report of the same folder starts the verdict afresh
+    Report(tmp_path).verdict("Only this.")
+    assert path.read_text() == "Only this.\n"
+
+
+def _study_folder(reports, name: str, verdict: str | None):
+    report = Report(reports / name)
+    report.metrics({"acc": 0.5})
+    report.table(pd.DataFrame({"a": [1.0]}), "table1")
+    report.paper_comparison([{"quantity": "acc", "paper": 0.7, "this_run": 0.5, "note": ""}])
+    if verdict is not None:
+        report.verdict(verdict)
+    return report
+
+
+def test_summary_puts_the_verdict_under_the_study_heading(tmp_path):
+    reports, notebooks = tmp_path / "reports", tmp_path / "notebooks"
+    notebooks.mkdir()
+    notebook = {"cells": [{"cell_type": "markdown", "source": ["# Study one\n", "text"]}]}
+    (notebooks / "01_one.ipynb").write_text(json.dumps(notebook))
+    _study_folder(reports, "01_one", "A is better than B.").verdict("Second paragraph.")
+    _study_folder(reports, "02_two", None)
+    index = build_index(reports, notebooks)
+    one, two = index.split("## Study one\n")[1].split("## 02_two\n")
+    # the verdict right under the heading, before the notebook line and the tables
+    assert one.startswith(
+        "\n**Verdict.** A is better than B.\n\nSecond paragraph.\n\nNotebook: "
+        "`notebooks/01_one.ipynb`\n"
+    )
+    assert one.index("**Verdict.**") < one.index("| quantity")
+    # the verdict is not listed among the tables; the other tables are
+    tables = one.split("Tables: ")[1]
+    assert "verdict" not in tables and "[table1](01_one/tables/table1.md)" in tables
+    assert "[paper_comparison](01_one/tables/paper_comparison.md)" in tables
+    # a study without a verdict: no verdict line
+    assert "**Verdict.**" not in two and two.startswith("\nNotebook: `notebooks/02_two.ipynb`")

@@ -1,4 +1,5 @@
-"""Signatures (cluster proportions) and the leave-one-out statistics of Perkonigg et al."""
+"""Signatures (cluster proportions), the leave-one-out statistics of Perkonigg et al. and the
+repeated cross-validation beside them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sklearn.preprocessing import StandardScaler
 
 from medclust.patches import sliding_window_centres
 from medclust.signatures import case_signatures, signature
-from medclust.stats import binary_scores, loo_predict, top_k_frequency
+from medclust.stats import binary_scores, loo_predict, repeated_cv_proba, top_k_frequency
 
 # --------------------------------------------------------------------------- signatures
 
@@ -144,3 +145,67 @@ def test_top_k_frequency():
     np.testing.assert_allclose(top_k_frequency(np.array([[1.0, 1.0, 0.0]]), 1), [1, 0, 0])
     with pytest.raises(ValueError, match="k must"):
         top_k_frequency(imp, 4)
+
+
+# --------------------------------------------------------------------------- repeated CV
+
+
+def test_repeated_cv_proba_shape_folds_and_seeds(separable):
+    X, y = separable
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0, 1, (24, 2))
+    features = {"a": X, "copy": X.copy(), "noise": noise, "other_seed": X}
+    seeds = {"a": 0, "copy": 0, "noise": 0, "other_seed": 5}
+    rf = RandomForestClassifier(n_estimators=5)
+    out = repeated_cv_proba(rf, features, y, seeds=seeds, n_folds=4, n_repeats=3, seed=2)
+    assert list(out) == list(features)
+    for proba in out.values():
+        assert proba.shape == (3, 24, 2)  # (n_repeats, n, n_classes)
+        np.testing.assert_allclose(proba.sum(axis=2), 1.0)
+    # the same folds for every key: a copy of the features with the same seed, the same fits
+    np.testing.assert_array_equal(out["a"], out["copy"])
+    # a separable problem: (nearly) every out-of-fold call right, in every repeat
+    assert (out["a"].argmax(axis=2) == y).mean(axis=1).min() > 0.9
+    # each repeat is a new fit (its own folds and forest seed), and so is another key's seed
+    assert not np.array_equal(out["noise"][0], out["noise"][1])
+    assert not np.array_equal(out["a"], out["other_seed"])
+    # folds in two processes: the same probabilities
+    parallel = repeated_cv_proba(
+        rf, features, y, seeds=seeds, n_folds=4, n_repeats=3, seed=2, n_jobs=2
+    )
+    for key in features:
+        np.testing.assert_array_equal(parallel[key], out[key])
+    # the split seed picks the folds: another seed, other out-of-fold probabilities
+    moved = repeated_cv_proba(rf, {"noise": noise}, y, seeds={"noise": 0}, n_folds=4, n_repeats=3)
+    assert not np.array_equal(moved["noise"], out["noise"])
+    assert rf.get_params()["random_state"] is None  # the caller's estimator is not touched
+
+
+def test_repeated_cv_proba_folds_are_stratified_and_cover_every_case():
+    from sklearn.dummy import DummyClassifier
+
+    y = np.repeat([0, 1, 2], [8, 8, 4])
+    X = np.zeros((20, 1))
+    out = repeated_cv_proba(
+        DummyClassifier(strategy="prior"), {"x": X}, y, seeds={"x": 0}, n_folds=4, n_repeats=2
+    )["x"]
+    assert out.shape == (2, 20, 3)
+    # each training fold holds 3/4 of every class (stratified): the prior is the class shares
+    np.testing.assert_allclose(out, np.tile([0.4, 0.4, 0.2], (2, 20, 1)))
+
+
+def test_loo_predict_matches_leave_one_out_by_hand(separable):
+    """loo_predict's folds now return all their test rows: still one prediction per case, in
+    order, the same as fitting each fold by hand."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X, y = separable
+    knn = KNeighborsClassifier(4)  # probabilities in quarters: ties and all
+    proba, _ = loo_predict(knn, X, y, method="predict_proba")
+    pred, _ = loo_predict(knn, X, y)
+    assert proba.shape == (24, 2) and pred.shape == (24,)
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        est = KNeighborsClassifier(4).fit(X[keep], y[keep])
+        np.testing.assert_array_equal(proba[i], est.predict_proba(X[i : i + 1])[0])
+        assert pred[i] == est.predict(X[i : i + 1])[0]

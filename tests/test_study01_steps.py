@@ -3,11 +3,15 @@ leave-one-out tables, cluster ranking, the paper comparison and the metrics."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import write_tiny_cohort
+from sklearn.metrics import roc_auc_score
 
+from medclust import comparison as cmp
 from medclust.studies import cdcn as study
 
 PARAMS = dict(
@@ -16,6 +20,7 @@ PARAMS = dict(
     n_seeds=2,
     patch_px=16,
     n_trees=5,
+    cv_repeats=2,
     seed=0,
     pretrain_epochs=0,
     epochs=0,
@@ -64,6 +69,7 @@ def test_begin_checks_params_and_opens_the_report(tmp_path):
     assert run.report.dir.is_dir() and run.runtime_s() >= 0
     for name, value, rule in [
         ("n_patches", 0, "an integer >= 1"),
+        ("cv_repeats", 0, "an integer >= 1"),
         ("seed", -1, "an integer >= 0"),
         ("epochs", 1.5, "an integer >= 0"),
         ("window_stride_mm", 0.0, "a finite number in"),
@@ -162,6 +168,25 @@ def test_paper_comparison_rows():
     without = pd.DataFrame(study.paper_comparison(fake_results(False), [1], 4, 10, 2))
     assert scores + "true texture classes (ceiling)" not in set(without.quantity)
     assert len(without) == len(frame) - 1
+    # the paired differences on AUC (not balanced accuracy) beside the paper's claim
+    diffs = [
+        _difference("majority", "auc", 0.2, 0.1, 0.3, "better"),
+        _difference("raw_kmeans", "auc", 0.05, -0.05, 0.15, "cannot tell"),
+        _difference("majority", "balanced_accuracy", 0.2, 0.1, 0.3, "better"),
+    ]
+    rows = study.paper_comparison(fake_results(), [2, 10, 9, 8], 70, 4000, 2, diffs)
+    with_diffs = pd.DataFrame(rows).set_index("quantity")
+    assert len(with_diffs) == len(frame) + 2
+    floor = with_diffs.loc["cDCN − majority class (floor): low/high AUC"]
+    assert floor["paper"] == "predictive (F1 0.78)"
+    assert floor["this_run"] == "+0.20 [+0.10, +0.30]: better"
+    assert "repeated stratified 5-fold CV with refits" in floor["note"]
+    raw = with_diffs.loc["cDCN − raw k-means: low/high AUC"]
+    assert raw["paper"] == "" and raw["this_run"] == "+0.05 [-0.05, +0.15]: cannot tell"
+
+
+def _difference(rival, score, diff, low, high, verdict):
+    return cmp.Difference("cdcn", rival, score, diff, low, high, verdict, 0.01, 2, 2)
 
 
 def test_floor_auc_and_balanced_accuracy_cannot_pass_a_constant():
@@ -182,34 +207,168 @@ def test_floor_auc_and_balanced_accuracy_cannot_pass_a_constant():
     assert np.isnan(study._lowhigh(np.ones(5, int), np.full(5, 0.7))["auc"])
 
 
-def _p_high_results():
+def _liver(n_low: int = 10, n_high: int = 20):
+    return SimpleNamespace(high=np.repeat([0, 1], [n_low, n_high]))
+
+
+def test_repeated_cv_one_run_per_seed_and_repeat():
+    liver = _liver()
+    high = liver.high
+    label = np.column_stack([high, 1 - high]).astype(float)  # the signature is the label
+    noise = np.random.default_rng(0).random((30, 3))
+    signatures = {
+        ("cdcn", 0): label,
+        ("cdcn", 1): label,
+        ("ae_kmeans", 0): label,  # seed 0 knows the label, seed 1 does not
+        ("ae_kmeans", 1): noise,
+        ("cdcn_centred", 0): label,  # the cDCN's signatures again, with its seeds
+        ("cdcn_centred", 1): label,
+    }
+    cv = study.repeated_cv(signatures, label, liver, n_trees=5, seed=0, n_repeats=2)
+    assert list(cv) == ["majority", "ae_kmeans", "cdcn", "cdcn_centred", "true_texture"]
+    # one run per (seed, repeat) of each method, one per repeat of the truth, one floor
+    assert {m: len(runs) for m, runs in cv.items()} == {
+        "majority": 1,
+        "ae_kmeans": 4,
+        "cdcn": 4,
+        "cdcn_centred": 4,
+        "true_texture": 2,
+    }
+    np.testing.assert_array_equal(cv["majority"][0], np.ones(30))  # 20 of 30 high
+    for runs in cv.values():
+        assert all(p.shape == (30,) and ((p >= 0) & (p <= 1)).all() for p in runs)
+    # a signature that is the label: every out-of-fold probability on the right side
+    for p in cv["cdcn"] + cv["true_texture"]:
+        np.testing.assert_array_equal(p > 0.5, high == 1)
+    # seeds in order, repeats within: the two runs of seed 0 first
+    aucs = [roc_auc_score(high, p) for p in cv["ae_kmeans"]]
+    assert aucs[:2] == [1.0, 1.0] and max(aucs[2:]) < 1.0
+    # the same features with the same seeds on the same folds: the same probabilities
+    for a, b in zip(cv["cdcn"], cv["cdcn_centred"], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    scores = study.lowhigh_scores(cv, liver, n_boot=200)
+    assert scores.methods == list(cv)
+    diffs = {(d.b, d.score): d for d in study.differences(scores)}
+    # the rivals in RIVALS order that ran (no raw k-means here), balanced accuracy first
+    assert list(diffs) == [
+        (rival, score)
+        for score in ("balanced_accuracy", "auc")
+        for rival in ("majority", "ae_kmeans", "cdcn_centred")
+    ]
+    floor = diffs["majority", "auc"]
+    # perfect on every run against a constant 0.5 on every draw
+    assert floor.verdict == "better" and floor.diff == pytest.approx(0.5)
+    assert floor.low == pytest.approx(0.5) and floor.high == pytest.approx(0.5)
+    assert (floor.runs_won, floor.runs) == (4, 4)
+    assert diffs["majority", "balanced_accuracy"].verdict == "better"
+    same = diffs["cdcn_centred", "auc"]
+    assert same.verdict == "cannot tell" and same.low == same.high == same.diff == 0.0
+    assert (same.runs_won, same.runs) == (0, 4)
+    assert diffs["ae_kmeans", "auc"].diff > 0 and diffs["ae_kmeans", "auc"].runs_won == 2
+
+
+def _cv_by_hand():
+    """Probabilities of high steatosis per run: the AE baseline perfect, the cDCN right but
+    for a few low cases it calls high, raw k-means noise, the floor constant."""
     high = np.repeat([0, 1], [21, 49])
     rng = np.random.default_rng(0)
-    results = {("majority", 0): study.majority_floor(type("L", (), {"high": high})())}
-    for s in (0, 1):
-        good = np.clip(high * 0.6 + rng.normal(0.2, 0.1, 70), 0, 1)
-        noise = rng.random(70)
-        results["cdcn", s] = {"p_high": good}
-        results["raw_kmeans", s] = {"p_high": noise}
-    return results, type("L", (), {"high": high})()
+    perfect = high * 0.8 + 0.1
+    cdcn = perfect.copy()
+    cdcn[:4] = 0.9  # four low cases called high
+    return {
+        "majority": [np.ones(70)],
+        "cdcn": [cdcn, cdcn],
+        "ae_kmeans": [perfect, perfect],
+        "raw_kmeans": [rng.random(70), rng.random(70)],
+    }, SimpleNamespace(high=high)
 
 
 def test_lowhigh_intervals_and_the_sentence():
-    results, liver = _p_high_results()
-    intervals = study.lowhigh_intervals(results, liver, n_boot=200)
+    cv, liver = _cv_by_hand()
+    scores = study.lowhigh_scores(cv, liver, n_boot=200)
+    intervals = study.lowhigh_intervals(scores)
     assert list(intervals.columns) == ["method", "score", "mean", "low", "high"]
+    assert list(intervals.method.unique()) == [
+        "majority class (floor)",
+        "cDCN",
+        "AE + k-means",
+        "raw k-means",
+    ]
     by = intervals.set_index(["method", "score"])
-    floor = by.loc["majority class (floor)", "auc"]
-    assert floor["low"] == floor["high"] == 0.5  # a constant score on every resample
-    cdcn = by.loc["cDCN", "auc"]
-    assert cdcn["low"] <= cdcn["mean"] <= cdcn["high"] and cdcn["low"] > 0.9
-    text = study.who_wins(intervals)
-    assert text.startswith("On balanced accuracy the cDCN signatures (")
-    assert "beat majority class (floor) (0.50 [0.50, 0.50])" in text
-    assert "beat raw k-means" in text and "true texture" not in text
+    for score in ("balanced_accuracy", "auc"):
+        floor = by.loc["majority class (floor)", score]
+        assert floor["low"] == floor["high"] == floor["mean"] == 0.5  # constant on every draw
+    perfect = by.loc["AE + k-means", "auc"]
+    # a perfect prediction has a degenerate interval at 1
+    assert perfect["mean"] == perfect["low"] == perfect["high"] == 1.0
+    cdcn = by.loc["cDCN", "balanced_accuracy"]
+    assert cdcn["mean"] == pytest.approx((17 / 21 + 1) / 2)
+    assert cdcn["low"] <= cdcn["mean"] <= cdcn["high"] < 1.0
+    # the four low cases tie with every high case: AUC 1 - 4 * 49 / 2 / (21 * 49)
+    assert by.loc[("cDCN", "auc"), "mean"] == pytest.approx(1 - 2 / 21)
+
+    diffs = study.differences(scores)
+    verdicts = {(d.b, d.score): d.verdict for d in diffs}
+    assert verdicts == {
+        ("majority", "balanced_accuracy"): "better",
+        ("ae_kmeans", "balanced_accuracy"): "worse",  # wrong on 4 cases the AE gets right
+        ("raw_kmeans", "balanced_accuracy"): "better",
+        ("majority", "auc"): "better",
+        ("ae_kmeans", "auc"): "worse",
+        ("raw_kmeans", "auc"): "better",
+    }
+    text = study.who_wins(intervals, diffs)
+    assert text.startswith(
+        "Under 5-fold cross-validation repeated with refits, paired on the same cases, folds, "
+        "seeds and repeats: On balanced accuracy the cDCN ("
+    )
+    d = next(d for d in diffs if (d.b, d.score) == ("majority", "balanced_accuracy"))
+    assert (
+        f"is better than majority class (floor) (paired difference {d.as_text(2)}; "
+        "won 2 of 2 seed x repeat runs)"
+    ) in text
+    assert "is worse than AE + k-means (paired difference -0.10 [" in text
+    assert "won 0 of 2 seed x repeat runs" in text
+    assert "On ROC AUC the cDCN (" in text and "true texture" not in text
     table = study.interval_table(intervals)
     assert list(table.columns) == ["f1", "balanced_accuracy", "auc"]
     assert table.loc["majority class (floor)", "auc"] == "0.50 [0.50, 0.50]"
+
+    # with the ceiling: its AUC for scale
+    cv["true_texture"] = [liver.high.astype(float)]
+    scores = study.lowhigh_scores(cv, liver, n_boot=50)
+    text = study.who_wins(study.lowhigh_intervals(scores), study.differences(scores))
+    assert text.endswith(
+        "Signatures of the true texture classes reach an AUC of 1.00 [1.00, 1.00]: the ceiling "
+        "any clustering of these windows could give."
+    )
+
+
+def test_texture_chance_shuffles_each_seeds_clusters():
+    truth = np.repeat([1, 2, 3], 20)
+    rng = np.random.default_rng(0)
+    window_labels = {
+        ("cdcn", 0): truth - 1,  # the truth itself
+        ("cdcn", 1): (truth % 3),  # the truth, renamed
+        ("raw_kmeans", 0): np.zeros(60, int),  # one cluster
+        ("ae_kmeans", 0): rng.integers(0, 3, 60),
+    }
+    chance = study.texture_chance(window_labels, truth, n_perm=200)
+    assert list(chance) == ["cDCN", "raw k-means", "AE + k-means"]
+    assert all([c.score for c in cs] == ["acc", "nmi", "ari"] for cs in chance.values())
+    acc, nmi, ari = chance["cDCN"]
+    assert acc.observed == nmi.observed == ari.observed == pytest.approx(1.0)
+    # perfect clusters are never reached by shuffling: the smallest p-value of 200 shuffles
+    assert acc.p_value == nmi.p_value == pytest.approx(1 / 201)
+    assert 1 / 3 < acc.mean < 0.6 and 0 < nmi.mean < 0.1 and abs(ari.mean) < 0.05
+    assert acc.n_perm == 200 and acc.low <= acc.mean <= acc.high
+    # one cluster: every shuffle is the same table (accuracy 1/3, NMI and ARI 0), p = 1
+    acc1, nmi1, ari1 = chance["raw k-means"]
+    for value in (acc1.mean, acc1.low, acc1.high):
+        assert value == pytest.approx(1 / 3)
+    assert nmi1.mean == ari1.mean == 0.0 and acc1.p_value == 1.0
+    assert chance["AE + k-means"][0].p_value > 0.05  # random clusters are at chance
 
 
 def test_mean_subtracted_patches_and_the_texture_reference():
@@ -265,14 +424,23 @@ def test_summary_metrics():
     intervals = pd.DataFrame(
         {"method": ["cDCN"], "score": ["auc"], "mean": [0.7], "low": [0.6], "high": [0.8]}
     )
+    diffs = [_difference("majority", "auc", 0.2, 0.1, 0.3, "better")]
+    truth = np.repeat([1, 2], 30)
+    chance = study.texture_chance({("cdcn", 0): truth, ("raw_kmeans", 0): truth % 2}, truth, 20)
     metrics = study.summary_metrics(
-        results, importance, top, texture, 70, 400, 900, 2, intervals=intervals, reference=reference
-    )
+        results, importance, top, texture, 70, 400, 900, 2, intervals=intervals,
+        reference=reference, diffs=diffs, chance=chance,
+    )  # fmt: skip
     assert metrics["lowhigh"]["accuracy"] == pytest.approx(0.75)
     assert metrics["baseline_lowhigh"]["f1"] == pytest.approx(0.6)
     assert metrics["majority_lowhigh"]["f1"] == pytest.approx(0.82)
     assert metrics["ablation_lowhigh"]["auc"] == pytest.approx(0.7)
     assert metrics["lowhigh_ci"] == {"cdcn": {"auc": [0.6, 0.8]}}
+    assert metrics["difference"] == {"auc_cdcn_vs_majority": {"diff": 0.2, "ci": [0.1, 0.3]}}
+    # chance NMI of two balanced clusters of 60 windows: near 0; ACC above 1/2
+    assert set(metrics["texture_chance_nmi"]) == {"cdcn", "raw_kmeans"}
+    assert 0 <= metrics["texture_chance_nmi"]["cdcn"] < 0.05
+    assert 0.5 < metrics["texture_chance_acc"]["raw_kmeans"] < 0.65
     assert metrics["texture_reference_nmi"] == {"pixels": 0.1, "mean": 0.12, "glcm": 0.18}
     assert metrics["texture_reference_probe"] == {"pixels": 0.4, "mean": 0.3, "glcm": 0.5}
     assert metrics["grade_spearman"] == pytest.approx(0.3)
@@ -283,6 +451,7 @@ def test_summary_metrics():
     plain = study.summary_metrics(fake_results(False), importance, top, None, 4, 10, 20, 2)
     assert "texture_nmi" not in plain and "true_texture_lowhigh" not in plain
     assert "ablation_lowhigh" not in plain and "lowhigh_ci" not in plain
+    assert "difference" not in plain and "texture_chance_nmi" not in plain
     assert set(study.HEADLINE.values()) <= {
         f"{a}.{b}" for a, v in metrics.items() if isinstance(v, dict) for b in v
     }

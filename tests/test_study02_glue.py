@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from medclust import comparison as cmp
 from medclust.cohort import CaseData, write_cohort
 from medclust.studies import jule3d as study
 
@@ -171,7 +172,7 @@ def test_patch_methods_paint_the_stride_cubes():
     assert (blocks == blocks[:, :1, :, :1, :, :1]).all()
 
 
-def test_intervals_resample_the_slices_of_each_specimen():
+def _perfect_and_noise() -> study.Scores:
     specimens = {"a": _specimen(), "b": _specimen()}
     scores = study.Scores(specimens, k_paper=2, example_seed=0, stride=2)
     for sid, spec in specimens.items():
@@ -180,20 +181,53 @@ def test_intervals_resample_the_slices_of_each_specimen():
         for s in (0, 1):
             scores.add(sid, "jule", s, 2, perfect)
             scores.add(sid, "random_cnn", s, 2, noise)
-    ci = scores.intervals(n_boot=200).set_index("method")
-    assert list(ci.columns) == ["K", "nmi", "nmi_sd", "low", "high"]
+    return scores
+
+
+def test_intervals_resample_the_slices_of_each_specimen():
+    scores = _perfect_and_noise()
+    by_k = scores.scores(n_boot=200)
+    assert list(by_k) == [2] and by_k[2].methods == ["jule", "random_cnn"]
+    # two specimens of two annotated slices each, drawn within each specimen
+    assert by_k[2].resamples.n == 4
+    assert (by_k[2].resamples.idx[:, :2] < 2).all() and (by_k[2].resamples.idx[:, 2:] >= 2).all()
+    table = study.intervals_table(by_k)
+    assert list(table.columns) == ["method", "K", "nmi", "nmi_sd", "low", "high"]
+    ci = table.set_index("method")
     # a perfect segmentation scores 1 on every resample; the same for both seeds: sd 0
     assert ci.nmi["jule"] == pytest.approx(1.0) and ci.nmi_sd["jule"] == 0.0
     assert ci.low["jule"] == pytest.approx(1.0) and ci.high["jule"] == pytest.approx(1.0)
     assert ci.high["random_cnn"] < 0.2 and ci.low["random_cnn"] <= ci.nmi["random_cnn"]
-    assert study.Scores(specimens, 2, 0, 2).intervals().empty
+    # the seed-mean NMI is the specimen average of each seed's slice NMI (the results table)
+    results = scores.table()
+    noise = results[(results.method == "random_cnn") & (results.K == 2)]
+    assert ci.nmi["random_cnn"] == pytest.approx(noise.nmi_slices.mean())
+
+    diffs = study.differences_table(by_k)
+    assert list(diffs.columns[:4]) == ["K", "score", "method", "versus"]
+    assert diffs[["K", "method", "versus", "verdict", "runs_won"]].values.tolist() == [
+        [2, "jule", "random_cnn", "better", "2 of 2"]
+    ]
+    assert diffs.difference[0] == pytest.approx(1.0 - ci.nmi["random_cnn"])
+    assert study.best_methods(by_k[2]) == ["jule"]
+
+    chance = scores.chance(2, n_perm=200)
+    assert list(chance) == ["jule", "random_cnn"]
+    # shuffling the labels over the specimen voxels: NMI near 0 whatever the segmentation
+    for c in chance.values():
+        assert c.score == "nmi" and c.n_perm == 200 and 0 <= c.low <= c.mean <= c.high < 0.05
+    assert chance["jule"].observed == pytest.approx(1.0)
+    assert chance["jule"].p_value == pytest.approx(1 / 201)
+    assert chance["random_cnn"].observed == pytest.approx(ci.nmi["random_cnn"])
+    assert chance["random_cnn"].p_value > 0.05  # a random segmentation is at chance
+    assert study.Scores(_perfect_and_noise().specimens, 2, 0, 2).scores() == {}
 
 
 def test_scores_without_ground_truth_only_count():
     scores = study.Scores({"a": _specimen(labelmap=False)}, k_paper=2, example_seed=0, stride=2)
     scores.add_intensity_kmeans("a", 0, [2])
     assert list(scores.table().columns) == ["specimen", "method", "seed", "K"]
-    assert scores.intervals().empty
+    assert scores.scores() == {} and scores.chance(2) == {}
 
 
 def _results() -> pd.DataFrame:
@@ -214,8 +248,7 @@ def _results() -> pd.DataFrame:
 
 
 def _intervals() -> pd.DataFrame:
-    """Hand-made intervals: at K = 2 JULE is below k-means and overlaps Otsu; at K = 3 JULE is
-    above both and the untrained CNN; the local statistics overlap JULE everywhere."""
+    """Hand-made intervals (the table of intervals_table) for the metrics."""
     spans = {
         "jule": {2: (0.20, 0.15, 0.25), 3: (0.50, 0.45, 0.55)},
         "random_cnn": {2: (0.05, 0.0, 0.1), 3: (0.10, 0.05, 0.15)},
@@ -233,6 +266,46 @@ def _intervals() -> pd.DataFrame:
     )
 
 
+def _scores_by_k() -> dict[int, cmp.MethodScores]:
+    """Hand-made slice NMI of two seeds at K = 2, 3 on 200 shared draws. Every method's draw
+    is its seed's score plus a noise common to all methods (the shared slices), so a
+    difference between two methods with the same gap on both seeds is that gap on every
+    draw. At K = 2 JULE is below k-means and ties Otsu; at K = 3 JULE is above both and the
+    untrained CNN; the local statistics swap places with JULE between the seeds (a tie) at
+    both K; the ceiling is on top."""
+    resamples = cmp.Resamples(20, n_boot=200)
+    common = np.random.default_rng(0).normal(0, 0.02, 200)
+    per_seed = {
+        2: {
+            "jule": (0.20, 0.22),
+            "random_cnn": (0.05, 0.07),
+            "local_stats": (0.25, 0.17),
+            "kmeans_intensity": (0.35, 0.37),
+            "multi_otsu": (0.25, 0.17),
+            "true_tissue": (0.80, 0.82),
+        },
+        3: {
+            "jule": (0.50, 0.52),
+            "random_cnn": (0.10, 0.12),
+            "local_stats": (0.53, 0.47),
+            "kmeans_intensity": (0.40, 0.42),
+            "multi_otsu": (0.30, 0.32),
+            "true_tissue": (0.90, 0.92),
+        },
+    }
+    out = {}
+    for k, by_method in per_seed.items():
+        out[k] = cmp.MethodScores(resamples)
+        for method, point in by_method.items():
+            point = np.array(point)
+            out[k].add(method, "nmi", cmp.Scored(point, point[:, None] + common[None, :]))
+    return out
+
+
+def _chance() -> dict[str, cmp.Chance]:
+    return {"jule": cmp.Chance("nmi", 0.0012, 0.0004, 0.0025, 0.51, 1 / 1001, 1000)}
+
+
 def test_average_nmi_and_the_paper_comparison():
     results = _results()
     table = study.average_nmi(results)
@@ -240,33 +313,80 @@ def test_average_nmi_and_the_paper_comparison():
     assert list(table.columns) == [2, 3]
     assert table.loc["jule", 3] == pytest.approx(0.5 + 0.01 + 0.005)
     table1 = pd.DataFrame({"size_voxels": ["96 x 96 x 96", "90 x 96 x 96"]})
-    rows = study.paper_comparison(table1, _intervals(), 1000, 11, 20, 4, 3, 2)
-    by_quantity = {r["quantity"]: r["this_run"] for r in rows}
-    assert by_quantity["specimens"] == 2
-    assert by_quantity["specimen size (voxels)"] == "96 x 96 x 96; 90 x 96 x 96"
-    assert by_quantity["training patches / patch size"] == "1,000 / 11³"
-    vs = "JULE vs {}: K where JULE wins / loses / ties"
-    assert by_quantity[vs.format("k-means on intensities")] == "1 / 1 / 0"
-    assert by_quantity[vs.format("multi-threshold Otsu")] == "1 / 0 / 1"
-    assert by_quantity[vs.format("k-means on untrained-CNN features")] == "2 / 0 / 0"
-    assert by_quantity[vs.format("k-means on local mean + sd")] == "0 / 0 / 2"
-    assert by_quantity["average NMI at K = 3: JULE / k-means / Otsu"] == "0.500 / 0.400 / 0.300"
+    rows = study.paper_comparison(table1, _scores_by_k(), 1000, 11, 20, 4, 3, 2)
+    by_quantity = {r["quantity"]: r for r in rows}
+    assert by_quantity["specimens"]["this_run"] == 2
+    assert by_quantity["specimen size (voxels)"]["this_run"] == "96 x 96 x 96; 90 x 96 x 96"
+    assert by_quantity["training patches / patch size"]["this_run"] == "1,000 / 11³"
+    vs = "JULE vs {}: K where JULE is better / worse / cannot be told apart"
+    counts = {m: by_quantity[vs.format(study.METHODS[m])]["this_run"] for m in study.RIVALS}
+    assert counts == {
+        "kmeans_intensity": "1 / 1 / 0",
+        "multi_otsu": "1 / 0 / 1",
+        "random_cnn": "2 / 0 / 0",
+        "local_stats": "0 / 0 / 2",
+    }
+    otsu = by_quantity[vs.format("multi-threshold Otsu")]
+    assert otsu["paper"] == "all K (Fig. 4)" and otsu["note"].startswith("of 2 K; paired")
+    assert by_quantity[vs.format(study.METHODS["random_cnn"])]["paper"] == "not run"
+    assert by_quantity["average NMI at K = 3: JULE / k-means / Otsu"]["this_run"] == (
+        "0.510 / 0.410 / 0.310"
+    )
     # unscored: only the sizes
-    assert len(study.paper_comparison(table1, None, 1000, 11, 20, 4, 3, 2)) == 5
+    assert len(study.paper_comparison(table1, {}, 1000, 11, 20, 4, 3, 2)) == 5
+
+
+def test_best_methods_name_the_ties_with_the_top():
+    by_k = _scores_by_k()
+    # K = 3: JULE on top (0.51), the local statistics (0.50) tied with it; the ceiling is
+    # not a method
+    assert study.best_methods(by_k[3]) == ["jule", "local_stats"]
+    assert study.best_methods(by_k[2]) == ["kmeans_intensity"]
+    diffs = study.differences(by_k)
+    assert [(d.b, d.verdict) for d in diffs[:4]] == [
+        ("random_cnn", "better"),
+        ("local_stats", "cannot tell"),
+        ("kmeans_intensity", "worse"),
+        ("multi_otsu", "cannot tell"),
+    ]
+    assert len(diffs) == 8 and {d.a for d in diffs} == {"jule"}
+    # the same gap on both seeds and draws: a degenerate interval at the gap
+    worse = diffs[2]
+    assert worse.diff == pytest.approx(-0.15)
+    assert worse.low == pytest.approx(-0.15) and worse.high == pytest.approx(-0.15)
+    table = study.differences_table(by_k)
+    assert list(table.K) == [2] * 4 + [3] * 4
+    assert list(table.columns) == ["K", *cmp.differences_table(diffs).columns]
+    assert table.verdict.tolist() == [d.verdict for d in diffs]
 
 
 def test_who_wins_and_the_interval_table():
-    text = study.who_wins(_intervals(), 3)
-    assert text.startswith("At K = 3, JULE (0.500 [0.450, 0.550]) beats k-means on untrained-CNN")
-    assert "cannot be told apart from k-means on local mean + sd (0.480 [0.400, 0.600])" in text
-    assert "beats multi-threshold Otsu" in text
-    assert "The best method here is JULE-based (proposed)." in text
-    assert "would reach 0.900 [0.850, 0.950]" in text
-    text2 = study.who_wins(_intervals(), 2)
-    assert "is worse than k-means on intensities" in text2
+    by_k, chance = _scores_by_k(), _chance()
+    text = study.who_wins(by_k, chance, 3)
+    jule = by_k[3].summary().loc["jule"]
+    assert text.startswith(
+        f"At K = 3, JULE (0.510 [{jule.nmi_ci_low:.3f}, {jule.nmi_ci_high:.3f}]; chance at its "
+        "cluster sizes 0.0012) is better than k-means on untrained-CNN features (paired "
+        "difference +0.400 [+0.400, +0.400]; won 2 of 2 seeds)"
+    )
+    assert "cannot be told apart from k-means on local mean + sd (paired difference +0.010" in text
+    assert "is better than multi-threshold Otsu" in text
+    assert "is better than k-means on intensities" in text
+    assert (
+        "The best method here is JULE-based (proposed) (tied with k-means on local mean + sd)."
+    ) in text
+    assert "would reach 0.910 [" in text and text.endswith("ceiling of the label projection.")
+    text2 = study.who_wins(by_k, chance, 2)
+    assert "is worse than k-means on intensities (paired difference -0.150" in text2
+    assert "won 0 of 2 seeds" in text2
+    assert "cannot be told apart from multi-threshold Otsu" in text2
     assert "The best method here is k-means on intensities." in text2
-    table = study.interval_table(_intervals())
-    assert table.loc["JULE-based (proposed)", 3] == "0.500 ± 0.010 [0.450, 0.550]"
+    table = study.interval_table(study.intervals_table(by_k))
+    sd = np.std([0.5, 0.52], ddof=1)
+    assert table.loc["JULE-based (proposed)", 3] == (
+        f"0.510 ± {sd:.3f} [{jule.nmi_ci_low:.3f}, {jule.nmi_ci_high:.3f}]"
+    )
+    assert list(table.columns) == [2, 3] and len(table) == len(study.METHODS)
 
 
 def test_jule_history_and_metrics():
@@ -297,7 +417,8 @@ def test_jule_history_and_metrics():
     assert history.nmi_to_truth[0] == pytest.approx(1.0) and np.isnan(history.nmi_to_truth[3])
     assert "nmi_to_truth" not in study.jule_history(models).columns
     intervals = _intervals()
-    metrics = study.study_metrics(_results(), intervals, models, 1000, 11, 3)
+    diffs = study.differences({3: _scores_by_k()[3]})
+    metrics = study.study_metrics(_results(), intervals, models, 1000, 11, 3, _chance(), diffs)
     assert metrics["n_specimens"] == 2 and metrics["n_seeds"] == 2
     assert metrics["jule_timesteps"] == {"a": 10, "b": 10}  # mean 10.5, truncated
     assert metrics["jule_sgd_steps"] == {"a": 30, "b": 30}
@@ -308,6 +429,12 @@ def test_jule_history_and_metrics():
     # specimen means per seed 0.505 and 0.525: sd 0.02 / sqrt(2)
     assert metrics["nmi_seed_sd"]["jule"] == pytest.approx(0.02 / np.sqrt(2))
     assert metrics["nmi_full_volume"]["jule"] == pytest.approx(0.615)
+    assert metrics["nmi_chance"] == {"jule": 0.0012}
+    assert list(metrics["difference"]) == [f"nmi_jule_vs_{r}" for r in study.RIVALS]
+    assert metrics["difference"]["nmi_jule_vs_random_cnn"] == {
+        "diff": pytest.approx(0.4),
+        "ci": [pytest.approx(0.4), pytest.approx(0.4)],
+    }
     assert set(study.HEADLINE.values()) <= {f"nmi_at_k_paper.{m}" for m in study.METHODS}
     unscored = _results().drop(columns=["nmi_slices", "nmi_volume"])
     assert "nmi" not in study.study_metrics(unscored, pd.DataFrame(), models, 1000, 11, 3)

@@ -27,6 +27,8 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 PAPER_COMPARISON = "paper_comparison"
+#: The plain verdict sentence of a study (``tables/verdict.md``, :meth:`Report.verdict`).
+VERDICT = "verdict"
 PAPER_COLUMNS = ["quantity", "paper", "this_run", "note"]
 
 
@@ -83,6 +85,7 @@ class Report:
     def __init__(self, report_dir: str | Path):
         self.dir = Path(report_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._verdicts: list[str] = []
 
     def figure(self, fig, name: str, dpi: int = 110) -> Path:
         """Save a matplotlib figure as ``figures/<name>.png`` and close it."""
@@ -123,6 +126,14 @@ class Report:
         df = df[PAPER_COLUMNS]
         self.table(df, PAPER_COMPARISON)
         return df
+
+    def verdict(self, text: str) -> str:
+        """Add a paragraph to the study's plain verdict (``tables/verdict.md``):
+        ``reports/README.md`` shows it at the top of the study's section, before the tables.
+        Returns ``text``, so a notebook can ``print`` it."""
+        self._verdicts.append(text.strip())
+        atomic_write_text(self.dir / "tables" / f"{VERDICT}.md", "\n\n".join(self._verdicts) + "\n")
+        return text
 
     def metrics(self, metrics: Mapping, headline: Mapping[str, str] | None = None) -> Path:
         """Write every metric to ``tables/metrics_all.json`` and the ``headline`` ones to

@@ -1,7 +1,7 @@
 """Seeding, determinism and device choice for every study.
 
 ``seed_everything`` seeds Python, NumPy and torch and switches torch to deterministic
-algorithms, so the same params and seed give the same numbers on CPU. ``select_device``
+algorithms (``sub_seed`` gives a run's second and further streams), so the same params and seed give the same numbers on CPU. ``select_device``
 turns the ``device`` param ("auto", "cpu", "cuda", "cuda:1") into a ``torch.device``.
 """
 
@@ -35,6 +35,16 @@ def seed_everything(seed: int, deterministic: bool = True) -> np.random.Generato
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     return np.random.default_rng(seed)
+
+
+def sub_seed(seed: int, offset: int = 0) -> int:
+    """The seed of stream ``offset`` of a run with ``seed``: ``seed`` itself for the main
+    stream (0), else drawn from ``numpy.random.SeedSequence([seed, offset])``, so a second
+    stream of seed 0 is not the main stream of seed 1 (as ``seed + offset`` would be)."""
+    if offset == 0:
+        return int(seed)
+    # 32 bits: torch, NumPy and scikit-learn's random_state (< 2**32) all take it
+    return int(np.random.SeedSequence([int(seed), int(offset)]).generate_state(1)[0])
 
 
 def select_device(device: str = "auto"):

@@ -90,21 +90,68 @@ def loo_predict(
     )
     preds, imps = zip(*folds, strict=True)
     importances = None if any(i is None for i in imps) else np.vstack(imps)
-    return LOOResult(np.asarray(preds), importances)
+    return LOOResult(np.concatenate(preds), importances)
 
 
 def _fold(
     estimator, X, y, train, test, method, seed, classes
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """One leave-one-out fold of :func:`loo_predict`: the prediction (probabilities aligned to
-    ``classes``, those of the whole ``y``, when given) and the importances."""
+    """One fold: the predictions of the ``test`` rows (probabilities aligned to ``classes``,
+    those of the whole ``y``, when given) and the importances."""
     est = _with_seed(clone(estimator), seed).fit(X[train], y[train])
-    pred = np.asarray(getattr(est, method)(X[test]))[0]
+    pred = np.asarray(getattr(est, method)(X[test]))
     if classes is not None:
-        aligned = np.zeros(len(classes))
-        aligned[np.searchsorted(classes, est.classes_)] = pred
+        aligned = np.zeros((len(test), len(classes)))
+        aligned[:, np.searchsorted(classes, est.classes_)] = pred
         pred = aligned
     return pred, _importance(est)
+
+
+def repeated_cv_proba(
+    estimator: Any,
+    features: dict[Any, np.ndarray],
+    y: np.ndarray,
+    *,
+    seeds: dict[Any, int],
+    n_folds: int = 5,
+    n_repeats: int = 10,
+    seed: int = 0,
+    n_jobs: int | None = None,
+) -> dict[Any, np.ndarray]:
+    """Out-of-fold class probabilities under ``n_repeats`` repetitions of stratified
+    ``n_folds``-fold cross-validation with a fresh fit per fold, for every feature set of
+    ``features`` (``{key: X}``): ``{key: (n_repeats, n, n_classes)}``, classes sorted.
+
+    Every feature set gets the same folds (``RepeatedStratifiedKFold`` seeded by ``seed``), so
+    feature sets compare on the same splits; the estimator of key ``k`` in repeat ``r`` is
+    seeded with :func:`medclust.runtime.sub_seed` ``(seeds[k], r + 1)``, so each repeat is
+    also a new fit. Unlike one leave-one-out pass, the repeats show how much a score moves
+    when the folds and the fit change (Nadeau and Bengio 2003; Bouckaert and Frank 2004).
+    All folds of all keys run in one pool of ``n_jobs`` processes; each is seeded, so the
+    result is the same whatever ``n_jobs``."""
+    from sklearn.model_selection import RepeatedStratifiedKFold
+
+    from medclust.runtime import sub_seed
+
+    y = np.asarray(y)
+    classes = np.unique(y)
+    splitter = RepeatedStratifiedKFold(
+        n_splits=n_folds, n_repeats=n_repeats, random_state=int(seed)
+    )
+    splits = list(splitter.split(np.zeros((len(y), 1)), y))
+    tasks = [
+        (key, i // n_folds, test, sub_seed(seeds[key], i // n_folds + 1), train)
+        for key in features
+        for i, (train, test) in enumerate(splits)
+    ]
+    done = Parallel(n_jobs=n_jobs)(
+        delayed(_fold)(estimator, features[key], y, train, test, "predict_proba", s, classes)
+        for key, _, test, s, train in tasks
+    )
+    out = {key: np.zeros((n_repeats, len(y), len(classes))) for key in features}
+    for (key, repeat, test, _, _), (pred, _) in zip(tasks, done, strict=True):
+        out[key][repeat, test] = pred
+    return out
 
 
 def binary_scores(y_true: np.ndarray, y_pred: np.ndarray, positive: Any = 1) -> dict[str, float]:

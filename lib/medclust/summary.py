@@ -1,9 +1,10 @@
 """Build ``reports/README.md`` from every study's report folder (the ``summary`` stage).
 
 For each ``reports/<notebook>/`` that holds a ``metrics.json``: the notebook's title (first
-Markdown heading of ``notebooks/<notebook>.ipynb``), its paper-vs-this-run table
-(``tables/paper_comparison.csv``, written by :meth:`medclust.outputs.Report.paper_comparison`)
-and links to its figures and tables.
+Markdown heading of ``notebooks/<notebook>.ipynb``), its verdict sentence
+(``tables/verdict.md``, :meth:`medclust.outputs.Report.verdict`: the answer before the
+tables), its paper-vs-this-run table (``tables/paper_comparison.csv``, written by
+:meth:`medclust.outputs.Report.paper_comparison`) and links to its figures and tables.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medclust.outputs import PAPER_COMPARISON, atomic_write_text
+from medclust.outputs import PAPER_COMPARISON, VERDICT, atomic_write_text
 
 HEADER = """# Reports
 
@@ -43,7 +44,11 @@ def _fmt(value) -> str:
 
 def study_section(folder: Path, notebooks_dir: Path) -> str:
     title = notebook_title(notebooks_dir / f"{folder.name}.ipynb")
-    lines = [f"## {title}", "", f"Notebook: `notebooks/{folder.name}.ipynb`", ""]
+    lines = [f"## {title}", ""]
+    verdict = folder / "tables" / f"{VERDICT}.md"
+    if verdict.is_file():
+        lines += ["**Verdict.** " + verdict.read_text(encoding="utf-8").strip(), ""]
+    lines += [f"Notebook: `notebooks/{folder.name}.ipynb`", ""]
     table = folder / "tables" / f"{PAPER_COMPARISON}.csv"
     if table.is_file():
         df = pd.read_csv(table, keep_default_na=False)
@@ -58,7 +63,7 @@ def study_section(folder: Path, notebooks_dir: Path) -> str:
         lines.append(
             "Figures: " + ", ".join(f"[{f.stem}]({f.relative_to(folder.parent)})" for f in figures)
         )
-    tables = sorted((folder / "tables").glob("*.md"))
+    tables = sorted(t for t in (folder / "tables").glob("*.md") if t.stem != VERDICT)
     if tables:
         lines.append("")
         lines.append(

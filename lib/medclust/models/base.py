@@ -4,9 +4,9 @@
 
 * **device**: the ``device`` param ("auto", "cpu", "cuda", "cuda:N") becomes ``device_`` through
   :func:`medclust.runtime.select_device`, so a bad value is refused with one message everywhere;
-* **randomness**: :meth:`_seeded` forks torch's global RNG, seeds it with ``seed`` (+ an offset
-  for a second stream) and restores it afterwards, so a fit neither depends on nor changes what
-  the caller drew before; numpy draws come from ``np.random.default_rng(seed)``;
+* **randomness**: :meth:`_seeded` forks torch's global RNG, seeds it with ``seed`` (a second
+  stream with :func:`medclust.runtime.sub_seed`) and restores it afterwards, so a fit neither
+  depends on nor changes what the caller drew before; numpy draws come from ``np.random.default_rng(seed)``;
 * **numerics**: deterministic kernels and flushed denormals for the duration of a fit or an
   inference pass (:func:`medclust.models.common.torch_numerics`);
 * **batched inference**: :func:`batched` (and :meth:`_batched`) runs a function over a numpy array in slices of
@@ -26,7 +26,7 @@ import torch
 from sklearn.base import BaseEstimator
 
 from medclust.models.common import INFER_BATCH, torch_numerics
-from medclust.runtime import select_device
+from medclust.runtime import select_device, sub_seed
 from medclust.validation import Int, Options, validate
 
 #: Constraints every torch estimator shares; subclasses extend them with ``{**BASE, ...}``.
@@ -47,9 +47,10 @@ class TorchEstimator(BaseEstimator):
 
     @contextlib.contextmanager
     def _seeded(self, offset: int = 0) -> Iterator[None]:
-        """torch's global RNG seeded with ``seed + offset`` inside, restored outside."""
+        """torch's global RNG seeded with :func:`~medclust.runtime.sub_seed` ``(seed,
+        offset)`` inside, restored outside."""
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(self.seed) + offset)
+            torch.manual_seed(sub_seed(self.seed, offset))
             yield
 
     def _batched(

@@ -342,8 +342,9 @@ class JULE(ClusterMixin, TransformerMixin, TorchEstimator):
         with self._seeded(), torch_numerics():
             gen = torch.Generator().manual_seed(int(self.seed))
             net = self._net(X.shape[1]).to(self.device_)
-            # the untrained network, kept for the updateCNN = 0 control
-            initial = copy.deepcopy(net).eval()
+            # the untrained network, kept for the updateCNN = 0 control, its batch-norm
+            # statistics those of the training patches (fresh layers hold mean 0 / var 1)
+            initial = self._calibrated(copy.deepcopy(net), Xn)
             opt = torch.optim.SGD(
                 net.parameters(),
                 lr=self.lr,
@@ -401,6 +402,26 @@ class JULE(ClusterMixin, TransformerMixin, TorchEstimator):
         log.info("JULE: %d timesteps, %d periods, %.1f s", timesteps, len(history), seconds)
         return self
 
+    def _calibrated(self, net: nn.Module, Xn: np.ndarray) -> nn.Module:
+        """``net`` with its batch-norm running statistics set to the average over the
+        training patches ``Xn`` (a no-gradient pass in training mode over minibatches of
+        ``batch_size`` in a random order of their own stream, so the fit's draws are
+        unchanged), in evaluation mode. Without it an untrained network normalises with the
+        initial mean 0 and variance 1 and its features say little about the patches."""
+        norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the pass
+        order = np.random.default_rng(np.random.SeedSequence([int(self.seed), 5])).permutation(
+            len(Xn)
+        )
+        net.train()
+        self._batched(net, Xn[order], batch=self.batch_size)
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum
+        return net.eval()
+
     def transform(self, X: Any) -> np.ndarray:
         """L2-normalised ``embed_dim``-d features of cubes ``X`` ``(n, w, w, w)``."""
         X = np.asarray(X, dtype=np.float32)
@@ -410,6 +431,7 @@ class JULE(ClusterMixin, TransformerMixin, TorchEstimator):
 
     def random_network_transform(self, X: Any) -> np.ndarray:
         """Features of ``X`` from the *untrained* network (``initial_network_``, the weights the
-        fit started from: JULE's ``updateCNN = 0`` control: does the training help?)."""
+        fit started from, batch norm calibrated on the training patches: JULE's
+        ``updateCNN = 0`` control: does the training help?)."""
         X = np.asarray(X, dtype=np.float32)
         return self._embed(self.initial_network_, (X - self.mean_) / self.std_)

@@ -25,12 +25,20 @@ from sklearn.manifold import TSNE
 from sklearn.metrics import pairwise_distances_argmin
 from umap import UMAP
 
+from medclust import comparison as cmp
 from medclust import metrics as cm
 from medclust.cohort import Cohort, Volume
 from medclust.intensity import rescale_percentiles
 from medclust.models import DCEC, DEC, CAEEmbedding
 from medclust.plots import voronoi_projection
-from medclust.studies.common import compare_intervals, mean_sd, mean_sd_table, sd_or_zero
+from medclust.studies.common import (
+    SplitMasks,
+    mean_sd,
+    mean_sd_table,
+    sd_or_zero,
+    verdict_clause,
+    with_chance_row,
+)
 
 #: Notebook params that must be integers >= 1 (checked by ``studies.common.start``).
 INT_PARAMS = (
@@ -43,7 +51,8 @@ INT_PARAMS = (
     "n_seeds",
 )
 #: Rows of Tables 3.4-3.5 (and of the per-seed results), in this order, and their labels:
-#: the floor, the thesis' three methods, IDEC, the classical baselines and the ceiling.
+#: one cluster, the thesis' three methods, IDEC, the classical baselines and the ceiling (the
+#: table adds the chance level of DEC's clusters above them).
 ORDER = [
     "one_cluster",
     "kmeans_cae",
@@ -55,7 +64,8 @@ ORDER = [
     "true_classes",
 ]
 NAMES = {
-    "one_cluster": "one cluster (floor; MSE: the mean image)",
+    "chance": "chance (permutation null at DEC's cluster sizes)",
+    "one_cluster": "one cluster (MSE: the mean image)",
     "kmeans_cae": "k-means + CAE",
     "dec": "DEC",
     "dcec": "DCEC",
@@ -64,8 +74,22 @@ NAMES = {
     "raw_kmeans": "k-means on raw pixels",
     "true_classes": "true modality (ceiling)",
 }
+#: The names in the plain sentences (without the table's notes in brackets).
+SHORT = {m: name.split(" (")[0] for m, name in NAMES.items()}
 #: The deep heads (they have iterations, convergence and KL divergence).
 HEADS = ["dec", "dcec", "idec"]
+#: The paired comparisons behind the verdicts: the thesis' claims (DEC best, DCEC no better
+#: than k-means on the pretrained CAE, Sec. 3.3) and DEC against the pixel baselines.
+COMPARISONS = [
+    ("dec", "kmeans_cae"),
+    ("dcec", "kmeans_cae"),
+    ("dec", "dcec"),
+    ("idec", "kmeans_cae"),
+    ("dec", "pca_kmeans"),
+    ("dec", "raw_kmeans"),
+]
+#: Bootstrap draws of the test images (and seeds); permutations of each chance level.
+N_BOOT, N_PERM = 1000, 1000
 #: The methods of the thesis' embedding-dimension sweep (Table 3.6).
 SWEEP_METHODS = ["kmeans_cae", "dec", "dcec", "pca_kmeans"]
 #: Test ACC / NMI of the thesis: Tables 3.4-3.5 (dimension 3) and 3.6 (10, 30).
@@ -91,6 +115,7 @@ HEADLINE = {
     "km_pca": "acc.pca_kmeans",
     "km_raw": "acc.raw_kmeans",
     "converged": "converged_fraction",
+    "acc_chance": "acc_chance.dec",
 }
 
 
@@ -175,7 +200,7 @@ def case_splits(data: Cohort, split_column: str, label_column: str, seed: int) -
 
 
 @dataclass
-class HeadImages:
+class HeadImages(SplitMasks):
     """The images of the study: ``X`` (n, px, px) float32, the label ``y`` (the modality) and
     the ``split`` of each image, and the case it comes from."""
 
@@ -184,18 +209,6 @@ class HeadImages:
     split: np.ndarray
     case_ids: np.ndarray
     label_column: str
-
-    @property
-    def train(self) -> np.ndarray:
-        return self.split == "train"
-
-    @property
-    def val(self) -> np.ndarray:
-        return self.split == "val"
-
-    @property
-    def test(self) -> np.ndarray:
-        return self.split == "test"
 
     @property
     def X_train(self) -> np.ndarray:
@@ -329,6 +342,7 @@ def score_run(
             "method": name,
             "acc": cm.cluster_accuracy(y_test, pred),
             "nmi": cm.nmi(y_test, pred),
+            "ari": cm.ari(y_test, pred),
             "mse": mse,
             "kl": np.nan,
         }
@@ -347,55 +361,105 @@ def score_run(
     return rows, {name: pred for name, (pred, _) in predictions.items()}
 
 
-def main_table(
-    results: pd.DataFrame,
+def _main_labels(
+    labels: Mapping[tuple[str, int, int], np.ndarray], embedding_dim: int
+) -> dict[str, list[np.ndarray]]:
+    """The test labels of every method at ``embedding_dim``, one array per seed."""
+    out: dict[str, list[np.ndarray]] = {}
+    for (method, d, _), pred in labels.items():
+        if d == embedding_dim:
+            out.setdefault(method, []).append(pred)
+    return out
+
+
+def main_scores(
     images: HeadImages,
     labels: Mapping[tuple[str, int, int], np.ndarray],
     embedding_dim: int,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
+) -> cmp.MethodScores:
+    """ACC, NMI and ARI of every method at ``embedding_dim`` on the test images and on
+    ``n_boot`` bootstrap draws of them and of the seeds, the same draws for every method
+    (:mod:`medclust.comparison`)."""
+    y_test = images.y[images.test]
+    scores = cmp.MethodScores(cmp.Resamples(len(y_test), n_boot))
+    for method, preds in _main_labels(labels, embedding_dim).items():
+        scores.add_partitions(method, y_test, preds)
+    return scores
+
+
+def chance_levels(
+    images: HeadImages,
+    labels: Mapping[tuple[str, int, int], np.ndarray],
+    embedding_dim: int,
+    n_perm: int = N_PERM,
+) -> dict[str, list[cmp.Chance]]:
+    """The permutation chance level of each clustering at ``embedding_dim`` (not the true
+    classes): ACC, NMI and ARI with every seed's clusters shuffled over the test images, each
+    keeping its own cluster sizes."""
+    y_test = images.y[images.test]
+    return {
+        method: [cmp.chance_level(y_test, preds, s, n_perm=n_perm) for s in cmp.PARTITION_SCORES]
+        for method, preds in _main_labels(labels, embedding_dim).items()
+        if method != "true_classes"
+    }
+
+
+def main_table(
+    results: pd.DataFrame,
+    scores: cmp.MethodScores,
+    chance: dict[str, list[cmp.Chance]],
+    embedding_dim: int,
 ) -> pd.DataFrame:
     """Tables 3.4 and 3.5 analog at ``embedding_dim``: per method (labelled by :data:`NAMES`)
-    the mean and sd over seeds of ACC, NMI, MSE and KL, a 95 % percentile bootstrap interval
-    of the seed-mean ACC and NMI over the test images (:func:`medclust.metrics.
-    bootstrap_interval`, the same resamples for every method), and for the heads the
-    iterations, epochs and the fraction of seeds that ``tol`` stopped."""
+    the mean and sd over seeds of ACC, NMI, ARI, MSE and KL, the 95 % bootstrap interval of
+    ACC, NMI and ARI over the test images and seeds (:func:`main_scores`), and for the heads
+    the iterations, epochs and the fraction of seeds that ``tol`` stopped; above them the
+    chance level of DEC's clusters (the null's mean and 95 % range)."""
     main = results[results.embedding_dim == embedding_dim]
-    table = mean_sd_table(main, "method", ["acc", "nmi", "mse", "kl"], ORDER)
-    y_test = images.y[images.test]
-    for metric, fn in (("acc", cm.cluster_accuracy), ("nmi", cm.nmi)):
-        cis = [
-            cm.bootstrap_interval(
-                y_test,
-                [p for (m, d, _), p in labels.items() if m == method and d == embedding_dim],
-                fn,
-                n_boot=n_boot,
-                seed=0,
-            )
-            for method in table.index
-        ]
-        table[f"{metric}_ci_low"], table[f"{metric}_ci_high"] = np.array(cis).T
+    table = mean_sd_table(main, "method", ["acc", "nmi", "ari", "mse", "kl"], ORDER)
+    summary = scores.summary()
+    table = table.join(summary[[c for c in summary.columns if "_ci_" in c]])
     heads = main[main.method.isin(HEADS)].astype({"converged": float}).groupby("method")
     table = table.join(heads[["iterations", "epochs", "converged"]].mean())
+    if "dec" in chance:
+        table = with_chance_row(table, chance["dec"])[table.columns]
     table.index = [NAMES[m] for m in table.index]
     return table
 
 
-def who_wins(table: pd.DataFrame) -> str:
-    """One plain sentence from :func:`main_table`: does DEC beat its baselines here?"""
+def differences(scores: cmp.MethodScores) -> list[cmp.Difference]:
+    """The paired differences of :data:`COMPARISONS` on ACC and NMI (same test images, draws
+    and seeds)."""
+    return [
+        scores.compare(a, b, score)
+        for a, b in COMPARISONS
+        if a in scores.methods and b in scores.methods
+        for score in ("acc", "nmi")
+    ]
+
+
+def who_wins(
+    table: pd.DataFrame, diffs: list[cmp.Difference], chance: dict[str, list[cmp.Chance]]
+) -> str:
+    """Plain sentences from the paired differences on ACC: is DEC above chance, and better or
+    worse than k-means on the pretrained CAE, DCEC and the pixel baselines; is DCEC better
+    than k-means + CAE (the thesis: no)?"""
     acc = table["acc_mean"]
-    lo, hi = table["acc_ci_low"], table["acc_ci_high"]
-    dec, rivals = NAMES["dec"], [NAMES[m] for m in ("kmeans_cae", "pca_kmeans", "raw_kmeans")]
-    best = max(rivals, key=lambda m: acc[m])
-    verdict = {
-        1: f"DEC beats every baseline: its interval lies above that of {best}",
-        -1: f"DEC does not beat its baselines: {best} is better, the intervals are apart",
-        0: f"DEC and the best baseline ({best}) cannot be told apart: the intervals overlap",
-    }[compare_intervals((lo[dec], hi[dec]), (lo[best], hi[best]))]
-    return (
-        f"{verdict} (test ACC DEC {acc[dec]:.3f} [{lo[dec]:.3f}, {hi[dec]:.3f}], {best} "
-        f"{acc[best]:.3f} [{lo[best]:.3f}, {hi[best]:.3f}]; floor {acc[NAMES['one_cluster']]:.3f},"
-        f" ceiling {acc[NAMES['true_classes']]:.3f})."
+    c = next(c for c in chance["dec"] if c.score == "acc")
+    on_acc = {(d.a, d.b): d for d in diffs if d.score == "acc"}
+    dec = [verdict_clause(d, SHORT) for (a, _), d in on_acc.items() if a == "dec"]
+    text = (
+        f"DEC clusters the test images with ACC {acc[NAMES['dec']]:.3f} (chance at its cluster "
+        f"sizes {c.mean:.3f} [{c.low:.3f}, {c.high:.3f}], permutation p = {c.p_value:.3f}). "
+        "Paired on the same test images, bootstrap draws and seeds, DEC " + "; ".join(dec) + "."
     )
+    others = [
+        f"{SHORT[a]} {verdict_clause(d, SHORT)}" for (a, _), d in on_acc.items() if a != "dec"
+    ]
+    if others:
+        text += " " + "; ".join(others) + "."
+    return text + f" Ceiling (the true modality): {acc[NAMES['true_classes']]:.3f}."
 
 
 def sweep_results(results: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -437,12 +501,14 @@ def thesis_comparison(
     embedding_dim: int,
     seeds: Sequence[int],
     note: str,
+    diffs: Sequence[cmp.Difference] = (),
 ) -> list[dict]:
     """The thesis' test ACC / NMI (Tables 3.4-3.6) and pretraining MSE beside this run's (mean
     +- sd over seeds at ``embedding_dim``, the first seed at the other dimensions), the rows
-    the thesis does not have (IDEC, the pixel baselines) and the MSE a reconstruction gets with
-    nothing learnt (the mean image) and with a linear code (PCA). ``note`` describes the
-    cohort (:func:`cohort_note`)."""
+    the thesis does not have (IDEC, the pixel baselines), the MSE a reconstruction gets with
+    nothing learnt (the mean image) and with a linear code (PCA), and the thesis' comparisons
+    (DEC - k-means + CAE, DCEC - k-means + CAE, DEC - DCEC at dimension 3) beside this run's
+    paired differences and verdicts. ``note`` describes the cohort (:func:`cohort_note`)."""
     where = f"{note}; test split; mean ± sd over {len(seeds)} seeds at dim {embedding_dim}"
     rows = []
     for (method, d), (acc_paper, nmi_paper) in THESIS.items():
@@ -463,6 +529,17 @@ def thesis_comparison(
             "this_run": f"{mean_sd(sel.acc)} / {mean_sd(sel.nmi)}",
             "note": f"not in the thesis; {where}",
         })  # fmt: skip
+    for d in diffs:
+        pair = ((d.a, embedding_dim), (d.b, embedding_dim))
+        if d.score != "acc" or not all(k in THESIS for k in pair):
+            continue
+        rows.append({
+            "quantity": f"{NAMES[d.a]} − {NAMES[d.b]}: ACC, dim {embedding_dim}",
+            "paper": f"{THESIS[pair[0]][0] - THESIS[pair[1]][0]:+.3f}",
+            "this_run": f"{d.as_text()}: {d.verdict}",
+            "note": f"{note}; paired on the same test images, draws and seeds; won "
+            f"{d.runs_won} of {d.runs} seeds",
+        })  # fmt: skip
     val_mse = [caes[embedding_dim, s].best_val_mse_ for s in seeds]
     val_mse = [v for v in val_mse if np.isfinite(v)]
     context = {m: main[main.method == m].mse.mean() for m in ("one_cluster", "pca_kmeans")}
@@ -482,6 +559,8 @@ def thesis_comparison(
 def study_metrics(
     results: pd.DataFrame,
     table: pd.DataFrame,
+    chance: dict[str, list[cmp.Chance]],
+    diffs: Sequence[cmp.Difference],
     images: HeadImages,
     embedding_dim: int,
     dims: Iterable[int],
@@ -489,9 +568,11 @@ def study_metrics(
     n_seeds: int,
     runtime_s: float,
 ) -> dict:
-    """``metrics_all.json``: test ACC / NMI (mean over seeds), ACC sd and the bootstrap
-    intervals of every method at ``embedding_dim`` (``table``: :func:`main_table`), the sweep
-    (first seed), reconstruction MSE and KL, convergence and pretraining, the split sizes."""
+    """``metrics_all.json``: test ACC / NMI / ARI (mean over seeds), ACC sd and the bootstrap
+    intervals of every method at ``embedding_dim`` (``table``: :func:`main_table`), the chance
+    levels and the paired differences (their verdicts are in ``tables/differences``), the
+    sweep (first seed), reconstruction MSE and KL, convergence and pretraining, the split
+    sizes."""
     main = results[results.embedding_dim == embedding_dim]
     sweep = sweep_results(results, seed)
     heads = results[results.method.isin(HEADS)]
@@ -513,6 +594,19 @@ def study_metrics(
         "acc_sd": {m: sd_or_zero(main[main.method == m].acc) for m in ORDER},
         "acc_ci95": {m: ci(m, "acc") for m in ORDER},
         "nmi_ci95": {m: ci(m, "nmi") for m in ORDER},
+        "ari": {m: mean_of(m, "ari") for m in ORDER},
+        **{
+            f"{score}_chance": {
+                m: next(c.mean for c in cs if c.score == score) for m, cs in chance.items()
+            }
+            for score in cmp.PARTITION_SCORES
+        },
+        "acc_chance_p": {
+            m: next(c.p_value for c in cs if c.score == "acc") for m, cs in chance.items()
+        },
+        "difference": {
+            f"{d.score}_{d.a}_vs_{d.b}": {"diff": d.diff, "ci": [d.low, d.high]} for d in diffs
+        },
         "sweep": {
             str(d): {
                 m: {"acc": sweep_of(d, m, "acc"), "nmi": sweep_of(d, m, "nmi")}

@@ -16,8 +16,11 @@ texture pattern discovery in medical images*:
 6. :func:`leave_one_out` -- random-forest low/high classification and LASSO grade regression
    under leave-one-out (Sec. 3), beside the majority-class floor (:func:`majority_floor`) and
    with balanced accuracy and ROC AUC beside the paper's scores; :func:`rf_grade_regression`
-   (Fig. 1, right), :func:`lowhigh_tables`, bootstrap intervals over the cases
-   (:func:`lowhigh_intervals`) and the plain sentence (:func:`who_wins`);
+   (Fig. 1, right), :func:`lowhigh_tables`; then, since one leave-one-out pass never shows
+   how much a score moves when the forest is refitted, :func:`repeated_cv` (repeated
+   stratified 5-fold with refits), whose intervals (:func:`lowhigh_intervals`) and paired
+   differences (:func:`differences`) resample the cases, seeds and repeats, and the plain
+   sentence (:func:`who_wins`);
 7. :func:`cluster_importance` -- the random-forest importance of each cluster across the folds
    (Fig. 2) and the four most predictive clusters (Fig. 3);
 8. beyond the paper: :func:`texture_recovery`, the clusters against the phantom's true textures,
@@ -51,6 +54,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
+from medclust import comparison as cmp
 from medclust import metrics as cm
 from medclust.cohort import Cohort, load_cohort
 from medclust.features.glcm import discretise, glcm_features, glcm_matrices
@@ -59,8 +63,8 @@ from medclust.models import DCN
 from medclust.patches import sample_cohort_patches, sliding_window_patches
 from medclust.runtime import select_device
 from medclust.signatures import case_signatures
-from medclust.stats import binary_scores, loo_predict, top_k_frequency
-from medclust.studies.common import StudyRun, compare_intervals, sd_or_zero, start
+from medclust.stats import binary_scores, loo_predict, repeated_cv_proba, top_k_frequency
+from medclust.studies.common import StudyRun, sd_or_zero, start, verdict_clause
 from medclust.validation import check_int, check_number
 
 log = logging.getLogger(__name__)
@@ -79,8 +83,14 @@ LABELS = {
 #: The low/high scores of Perkonigg et al., Sec. 3, then the two that a floor cannot pass:
 #: balanced accuracy and ROC AUC of the leave-one-out probabilities.
 SCORES = ("accuracy", "sensitivity", "specificity", "f1", "balanced_accuracy", "auc")
-#: Scores with a bootstrap interval over cases.
+#: Scores with an interval (cases, seeds and cross-validation repeats resampled).
 INTERVAL_SCORES = ("f1", "balanced_accuracy", "auc")
+#: The scores of the verdicts: those a constant prediction cannot pass (0.5).
+VERDICT_SCORES = ("balanced_accuracy", "auc")
+#: What the cDCN is compared with, in the sentence's order.
+RIVALS = ("majority", "ae_kmeans", "raw_kmeans", "cdcn_centred")
+#: Folds of the repeated stratified cross-validation (:func:`repeated_cv`).
+CV_FOLDS = 5
 #: ``metrics.json`` (``dvc metrics show``): short name -> dotted path into the metrics.
 HEADLINE = {
     "f1": "lowhigh.f1",
@@ -92,8 +102,10 @@ HEADLINE = {
     "floor_f1": "majority_lowhigh.f1",
     "true_auc": "true_texture_lowhigh.auc",
 }
-#: Bootstrap resamples of the cases for every interval.
+#: Bootstrap resamples of the cases (with seeds and repeats) for every interval and difference.
 N_BOOT = 1000
+#: Permutations of every chance level of the texture recovery.
+N_PERM = 1000
 
 
 # --------------------------------------------------------------------------- set-up and data
@@ -108,6 +120,7 @@ def begin(
     n_seeds: int,
     patch_px: int,
     n_trees: int,
+    cv_repeats: int,
     seed: int,
     pretrain_epochs: int,
     epochs: int,
@@ -132,6 +145,7 @@ def begin(
             "n_seeds": n_seeds,
             "patch_px": patch_px,
             "n_trees": n_trees,
+            "cv_repeats": cv_repeats,
         },
     )
     logging.getLogger("medclust.models.dcn").setLevel(logging.WARNING)
@@ -371,34 +385,76 @@ def leave_one_out(
     return results
 
 
-def lowhigh_intervals(
-    results: Mapping[tuple[str, int], dict], liver: Liver, level: float = 0.95, n_boot: int = N_BOOT
-) -> pd.DataFrame:
-    """Per method (table labels) and score of :data:`INTERVAL_SCORES`: the mean over seeds and
-    a ``level`` bootstrap interval of it over the cases, resampled within low and within high
-    steatosis so that every resample keeps the cohort's balance (the same draws for every
-    method; percentile interval)."""
+def repeated_cv(
+    signatures: Mapping[tuple[str, int], np.ndarray],
+    truth_signature: np.ndarray | None,
+    liver: Liver,
+    n_trees: int,
+    seed: int,
+    n_repeats: int,
+) -> dict[str, list[np.ndarray]]:
+    """The random forest's out-of-fold probability of high steatosis under ``n_repeats``
+    repetitions of stratified :data:`CV_FOLDS`-fold cross-validation (fewer folds where a class
+    has fewer cases, at least two), refitted in every fold
+    (:func:`medclust.stats.repeated_cv_proba`; the same folds for every signature):
+    ``{method: [p_high per (seed, repeat)]}``, seeds in order, repeats within. The majority
+    floor is one constant run; the true texture signature has one run per repeat."""
+    features = dict(signatures)
+    seeds = {key: key[1] for key in signatures}
+    if truth_signature is not None:
+        features["true_texture", seed] = truth_signature
+        seeds["true_texture", seed] = seed
+    forest = RandomForestClassifier(n_estimators=n_trees, n_jobs=1)
+    # fewer folds on a cohort with fewer cases of a class (at least two folds)
+    n_folds = max(2, min(CV_FOLDS, int(np.bincount(liver.high).min())))
+    proba = repeated_cv_proba(
+        forest,
+        features,
+        liver.high,
+        seeds=seeds,
+        n_folds=n_folds,
+        n_repeats=n_repeats,
+        seed=seed,
+        n_jobs=-1,
+    )
+    out: dict[str, list[np.ndarray]] = {"majority": [majority_floor(liver)["p_high"]]}
+    for key in sorted(proba):
+        out.setdefault(key[0], []).extend(p[:, 1] for p in proba[key])
+    return out
+
+
+def lowhigh_scores(
+    cv: Mapping[str, list[np.ndarray]], liver: Liver, n_boot: int = N_BOOT
+) -> cmp.MethodScores:
+    """The scores of :data:`INTERVAL_SCORES` of every method's cross-validated probabilities
+    (:func:`repeated_cv`) on all cases and on ``n_boot`` bootstrap draws of the cases, drawn
+    within low and within high steatosis so that every draw keeps the cohort's balance, and of
+    the runs (seeds x repeats): the same draws for every method."""
     high = liver.high
-    draws = cm.bootstrap_draws(len(high), n_boot, strata=high)
-    rows = []
-    for method in dict.fromkeys(m for m, _ in results):
-        runs = [r["p_high"] for (m, _), r in results.items() if m == method]
-        point = pd.DataFrame([_lowhigh(high, p) for p in runs]).mean()
-        resampled = pd.DataFrame(
-            [pd.DataFrame([_lowhigh(high[d], p[d]) for p in runs]).mean() for d in draws]
-        )
+    scores = cmp.MethodScores(cmp.Resamples(len(high), n_boot, strata=high))
+    for method, runs in cv.items():
         for score in INTERVAL_SCORES:
-            lo, hi = cm.percentile_interval(resampled[score], level)
-            rows.append(
-                {
-                    "method": LABELS[method],
-                    "score": score,
-                    "mean": float(point[score]),
-                    "low": lo,
-                    "high": hi,
-                }
-            )
-    return pd.DataFrame(rows)
+            scores.add(method, score, cmp.binary_scores(high, runs, score, scores.resamples))
+    return scores
+
+
+def lowhigh_intervals(scores: cmp.MethodScores) -> pd.DataFrame:
+    """Per method (table labels) and score of :data:`INTERVAL_SCORES`: the mean over the runs
+    of :func:`repeated_cv` and its 95 % interval (cases, seeds and repeats resampled)."""
+    summary = scores.summary()
+    return pd.DataFrame(
+        [
+            {
+                "method": LABELS[method],
+                "score": score,
+                "mean": summary.loc[method, f"{score}_mean"],
+                "low": summary.loc[method, f"{score}_ci_low"],
+                "high": summary.loc[method, f"{score}_ci_high"],
+            }
+            for method in summary.index
+            for score in INTERVAL_SCORES
+        ]
+    )
 
 
 def interval_table(intervals: pd.DataFrame) -> pd.DataFrame:
@@ -411,30 +467,41 @@ def interval_table(intervals: pd.DataFrame) -> pd.DataFrame:
     return table.reindex(index=list(dict.fromkeys(intervals.method)), columns=list(INTERVAL_SCORES))
 
 
-def who_wins(intervals: pd.DataFrame) -> str:
-    """The plain sentence: do the cDCN signatures beat the majority-class floor, the two
-    baselines and the mean-subtracted ablation on balanced accuracy and AUC (a win only where
-    the intervals do not overlap), with the true-texture ceiling for scale."""
+def differences(scores: cmp.MethodScores) -> list[cmp.Difference]:
+    """The cDCN minus each of :data:`RIVALS` (the majority floor, the two baselines, the
+    ablation) on balanced accuracy and AUC, paired on the same cases, draws, seeds and
+    repeats."""
+    return [
+        scores.compare("cdcn", rival, score)
+        for score in VERDICT_SCORES
+        for rival in RIVALS
+        if rival in scores.methods
+    ]
+
+
+def who_wins(intervals: pd.DataFrame, diffs: list[cmp.Difference]) -> str:
+    """The plain sentence: are the cDCN signatures better or worse than the majority-class
+    floor, the two baselines and the mean-subtracted ablation on balanced accuracy and AUC
+    (paired differences under repeated cross-validation), with the true-texture ceiling for
+    scale."""
     by = intervals.set_index(["method", "score"])
 
-    def span(method: str, score: str) -> tuple[float, float]:
-        return by.low[LABELS[method], score], by.high[LABELS[method], score]
-
     def show(method: str, score: str) -> str:
-        lo, hi = span(method, score)
-        return f"{by['mean'][LABELS[method], score]:.2f} [{lo:.2f}, {hi:.2f}]"
+        row = by.loc[LABELS[method], score]
+        return f"{row['mean']:.2f} [{row.low:.2f}, {row.high:.2f}]"
 
-    verdict = {1: "beat", -1: "fall below", 0: "cannot be told apart from"}
     parts = []
     for score, name in (("balanced_accuracy", "balanced accuracy"), ("auc", "ROC AUC")):
         against = [
-            f"{verdict[compare_intervals(span('cdcn', score), span(m, score))]} {LABELS[m]}"
-            + f" ({show(m, score)})"
-            for m in ("majority", "ae_kmeans", "raw_kmeans", "cdcn_centred")
-            if (LABELS[m], score) in by.index
+            verdict_clause(d, LABELS, digits=2, runs="seed x repeat runs")
+            for d in diffs
+            if d.score == score
         ]
-        parts.append(f"On {name} the cDCN signatures ({show('cdcn', score)}) " + "; ".join(against))
-    text = ". ".join(parts) + "."
+        parts.append(f"On {name} the cDCN ({show('cdcn', score)}) " + "; ".join(against))
+    text = (
+        f"Under {CV_FOLDS}-fold cross-validation repeated with refits, paired on the same "
+        "cases, folds, seeds and repeats: " + ". ".join(parts) + "."
+    )
     if (LABELS["true_texture"], "auc") in by.index:
         text += (
             f" Signatures of the true texture classes reach an AUC of {show('true_texture', 'auc')}:"
@@ -512,6 +579,23 @@ def texture_recovery(
             for (method, s), labels in window_labels.items()
         ]
     )
+
+
+def texture_chance(
+    window_labels: Mapping[tuple[str, int], np.ndarray], truth: np.ndarray, n_perm: int = N_PERM
+) -> dict[str, list[cmp.Chance]]:
+    """Each method's chance level for :func:`texture_recovery`: Hungarian accuracy, NMI and ARI
+    of its window clusters shuffled over the windows (each seed keeping its own cluster
+    sizes), as a mean over seeds (:func:`medclust.comparison.chance_level`)."""
+    by_method: dict[str, list[np.ndarray]] = {}
+    for (method, _), labels in window_labels.items():
+        by_method.setdefault(method, []).append(labels)
+    return {
+        LABELS[method]: [
+            cmp.chance_level(truth, labels, score, n_perm=n_perm) for score in cmp.PARTITION_SCORES
+        ]
+        for method, labels in by_method.items()
+    }
 
 
 #: Texture references: one description of each window, clustered by k-means and probed by a
@@ -623,10 +707,13 @@ def paper_comparison(
     n_cases: int,
     n_patches: int,
     n_seeds: int,
+    diffs: list[cmp.Difference] = (),
 ) -> list[dict[str, Any]]:
     """The paper's headline numbers (Sec. 3: low/high accuracy 0.70, sensitivity 0.78,
     specificity 0.52, F1 0.78; clusters 2, 10, 9, 8; Fig. 1) beside this run's, with the
-    baselines and, on a phantom, the true-texture ceiling."""
+    baselines and, on a phantom, the true-texture ceiling; and the paper's claim that the
+    signatures predict low/high steatosis beside this run's paired difference of the cDCN from
+    the majority floor and from the baselines (``diffs``, :func:`differences`)."""
     note = (
         f"phantom cohort ({n_cases} cases, {n_patches} patches, mean ± sd over {n_seeds} seeds); "
         "the paper's 70 patient MRIs and 50,000 patches differ in data and scale"
@@ -677,6 +764,18 @@ def paper_comparison(
                     "note": why,
                 }
             )
+    for d in diffs:
+        if d.score != "auc":
+            continue
+        rows.append(
+            {
+                "quantity": f"cDCN − {LABELS[d.b]}: low/high AUC",
+                "paper": "predictive (F1 0.78)" if d.b == "majority" else "",
+                "this_run": f"{d.as_text(2)}: {d.verdict}",
+                "note": f"repeated stratified {CV_FOLDS}-fold CV with refits; paired on the same "
+                "cases, folds, seeds and repeats",
+            }
+        )
     rows.append(
         {
             "quantity": "most predictive clusters",
@@ -708,12 +807,17 @@ def summary_metrics(
     n_seeds: int,
     intervals: pd.DataFrame | None = None,
     reference: pd.DataFrame | None = None,
+    diffs: list[cmp.Difference] = (),
+    chance: Mapping[str, list[cmp.Chance]] | None = None,
 ) -> dict[str, Any]:
     """Every metric of the run (``runtime_s`` is added by the notebook): mean low/high scores of
     the cDCN, the baselines and the ceiling, the grade correlation, the top clusters and how
     often they are in the top four, the design counts, the texture recovery, and when given the
-    bootstrap intervals (``lowhigh_ci``, :func:`lowhigh_intervals`) and the texture references
-    (``texture_reference_nmi``, :func:`texture_reference`)."""
+    intervals under repeated cross-validation (``lowhigh_ci``, :func:`lowhigh_intervals`), the
+    paired differences (``difference``, :func:`differences`; their verdicts are in
+    ``tables/differences``), the texture references (``texture_reference_nmi``,
+    :func:`texture_reference`) and the texture recovery's chance levels (``texture_chance``,
+    :func:`texture_chance`)."""
     top_fraction = importance.filter(like="_fraction").iloc[:, 0].to_numpy()
     metrics = {
         "lowhigh": _method_mean(results, "cdcn"),
@@ -730,12 +834,21 @@ def summary_metrics(
     }
     if any(m == "cdcn_centred" for m, _ in results):
         metrics["ablation_lowhigh"] = _method_mean(results, "cdcn_centred")
+    keys = {label: key for key, label in LABELS.items()}
     if intervals is not None:
-        keys = {label: key for key, label in LABELS.items()}
         metrics["lowhigh_ci"] = {
             keys[method]: {r.score: [float(r.low), float(r.high)] for r in rows.itertuples()}
             for method, rows in intervals.groupby("method", sort=False)
         }
+    if diffs:
+        metrics["difference"] = {
+            f"{d.score}_cdcn_vs_{d.b}": {"diff": d.diff, "ci": [d.low, d.high]} for d in diffs
+        }
+    if chance:
+        for score in ("nmi", "acc"):
+            metrics[f"texture_chance_{score}"] = {
+                keys[m]: next(c.mean for c in cs if c.score == score) for m, cs in chance.items()
+            }
     if texture is not None:
         metrics["true_texture_lowhigh"] = _method_mean(results, "true_texture")
         for score in ("nmi", "acc"):

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medclust.comparison import Chance, Difference
 from medclust.outputs import Report
 from medclust.validation import check_int
 
@@ -49,14 +50,27 @@ def mean_sd(values: Sequence[float], digits: int = 3) -> str:
     return text + (f" ± {values.std(ddof=1):.{digits}f}" if len(values) > 1 else "")
 
 
-def compare_intervals(a: tuple[float, float], b: tuple[float, float]) -> int:
-    """``1`` when the interval ``a = (low, high)`` lies wholly above ``b``, ``-1`` when wholly
-    below, ``0`` when they overlap: the "who wins" test of every study's plain sentence."""
-    if a[0] > b[1]:
-        return 1
-    if a[1] < b[0]:
-        return -1
-    return 0
+#: How a sentence reads a verdict of :func:`medclust.comparison.paired_difference`.
+VERDICT_WORDS = {
+    "better": "is better than",
+    "worse": "is worse than",
+    "cannot tell": "cannot be told apart from",
+}
+
+
+def verdict_clause(
+    difference: Difference,
+    names: Mapping[str, str] | None = None,
+    digits: int = 3,
+    runs: str = "seeds",
+) -> str:
+    """``"is better than B (paired difference +0.052 [+0.021, +0.080]; won 3 of 3 seeds)"``:
+    the verdict of a paired difference, read from its interval alone (``names`` relabel the
+    methods, ``runs`` names what the compared runs are)."""
+    rival = (names or {}).get(difference.b, difference.b)
+    d = difference
+    won = f"; won {d.runs_won} of {d.runs} {runs}" if d.runs > 1 else ""
+    return f"{VERDICT_WORDS[d.verdict]} {rival} (paired difference {d.as_text(digits)}{won})"
 
 
 def sd_or_zero(values: Sequence[float]) -> float:
@@ -81,3 +95,31 @@ def mean_sd_table(
     if names is not None:
         table.index = [names.get(m, m) for m in table.index]
     return table
+
+
+class SplitMasks:
+    """``train`` / ``val`` / ``test`` masks of a dataclass's ``split`` array (one split name
+    per case or image, e.g. a cohort's official split)."""
+
+    split: np.ndarray
+
+    @property
+    def train(self) -> np.ndarray:
+        return self.split == "train"
+
+    @property
+    def val(self) -> np.ndarray:
+        return self.split == "val"
+
+    @property
+    def test(self) -> np.ndarray:
+        return self.split == "test"
+
+
+def with_chance_row(table: pd.DataFrame, chances: Sequence[Chance]) -> pd.DataFrame:
+    """``table`` (``<score>_mean`` / ``_ci_low`` / ``_ci_high`` columns, one row per method)
+    with a first row ``"chance"``: each score's permutation null, its mean and 95 % range."""
+    row = {}
+    for c in chances:
+        row |= {f"{c.score}_mean": c.mean, f"{c.score}_ci_low": c.low, f"{c.score}_ci_high": c.high}
+    return pd.concat([pd.DataFrame(row, index=["chance"]), table])

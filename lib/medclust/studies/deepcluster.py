@@ -11,10 +11,13 @@ the glue, named after the paper's steps:
 * the scans (:func:`load_scans`, :func:`dataset_counts`): every CT resampled to one grid and
   windowed to the lung window (the paper: 2,000 train / 500 test COPDGene scans);
 * the classical baseline's features (:func:`classical_features`): lung HU histogram + %LAA-950;
-* Table 1 (:class:`Evaluation`, :func:`table1`, :func:`who_wins`): accuracy, NMI, silhouette
-  and Davies-Bouldin of each method on the test split, per seed, with 95 % bootstrap intervals
-  over the test scans, beside the one-cluster floor, the untrained network, the classical
-  baseline and the true-severity ceiling;
+* Table 1 (:class:`Evaluation`, :func:`table1`, :func:`differences`, :func:`who_wins`):
+  accuracy, NMI, ARI, silhouette and Davies-Bouldin of each method on the test split, per
+  seed, with 95 % intervals over the test scans and seeds, beside the permutation chance
+  level of each clustering (:meth:`Evaluation.chance`), the one-cluster row (the majority
+  class: the supervised reference's floor), the untrained network, the classical baseline and
+  the true-severity ceiling; the verdicts come from paired differences on the same scans,
+  draws and seeds (:mod:`medclust.comparison`);
 * the training curves (:func:`plot_training_curves`) and the pseudo-label stability of Caron
   et al.'s Fig. 2 (:func:`plot_pseudo_label_stability`), the clusters against the subtypes
   (:func:`confusion`, :func:`plot_confusion`), Fig. 1's dCAMs (:func:`plot_dcams`) and their
@@ -39,12 +42,19 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
+from medclust import comparison as cmp
 from medclust import metrics as cm
 from medclust.cohort import load_cohort
 from medclust.intensity import window
 from medclust.models.deepcluster import DeepCluster, SupervisedPooledClassifier
 from medclust.runtime import select_device
-from medclust.studies.common import StudyRun, compare_intervals, mean_sd_table, sd_or_zero
+from medclust.studies.common import (
+    StudyRun,
+    mean_sd_table,
+    sd_or_zero,
+    verdict_clause,
+    with_chance_row,
+)
 from medclust.studies.common import start as start_run
 from medclust.validation import check_int
 
@@ -53,10 +63,13 @@ log = logging.getLogger(__name__)
 #: DeepCluster's two feature networks (Xie et al. Sec. 2): method name -> ``network`` param.
 NETWORKS = {"proposed": "unet", "baseline": "encoder"}
 
-#: The rows of Table 1, in its order: the floor, the references that learn nothing from the
-#: scans' pseudo-labels, the two DeepCluster networks, the supervised reference, the ceiling.
+#: The rows of Table 1, in its order: chance, one cluster (the majority class: the floor of the
+#: supervised reference, not the chance level of a clustering), the references that learn
+#: nothing from the scans' pseudo-labels, the two DeepCluster networks, the supervised
+#: reference, the ceiling.
 NAMES = {
-    "one_cluster": "one cluster (floor)",
+    "chance": "chance (permutation null at the proposed clusters' sizes)",
+    "one_cluster": "one cluster (majority class; floor of the supervised reference)",
     "classical": "k-means on HU histogram + %LAA",
     "untrained": "untrained 3D U-Net + k-means",
     "baseline": "baseline (encoder)",
@@ -65,8 +78,14 @@ NAMES = {
     "true_severity": "k-means on the true severity (ceiling)",
 }
 
-#: Bootstrap resamples of the test scans for every interval.
+#: Bootstrap resamples of the test scans (and seeds) for every interval and difference.
 N_BOOT = 1000
+#: Permutations of every chance level.
+N_PERM = 1000
+#: Methods scored by plain accuracy (their classes are the subtypes), not Hungarian matching.
+PLAIN_ACCURACY = ("supervised",)
+#: The clustering rivals of the proposed network in the verdicts.
+RIVALS = ("baseline", "untrained", "classical")
 
 #: The Fleischner subtypes in order of severity (the confusion table's columns).
 SUBTYPES = ("absent", "trace", "mild", "moderate", "confluent", "advanced_destructive")
@@ -84,7 +103,7 @@ HEADLINE = {
     "acc_enc": "acc.baseline",
     "acc_sup": "acc.supervised",
     "acc_hu": "acc.classical",
-    "acc_floor": "acc.one_cluster",
+    "acc_chance": "acc_chance.proposed",
     "acc_ceil": "acc.true_severity",
     "nmi": "nmi.proposed",
     "dcam_auc": "dcam_auc.proposed",
@@ -252,8 +271,10 @@ class Evaluation:
         return self.scans.y[self.scans.test]
 
     def add(self, method: str, seed: int, pred: np.ndarray, points: np.ndarray | None) -> None:
-        """Accuracy and NMI of ``pred`` against the test subtypes, silhouette and
-        Davies-Bouldin in the space of ``points`` (the test scans'; ``None``: not defined)."""
+        """Accuracy, NMI and ARI of ``pred`` against the test subtypes, silhouette and
+        Davies-Bouldin in the space of ``points`` (the test scans'; ``None``: not defined).
+        The accuracy of a clustering matches clusters to subtypes (Hungarian); that of the
+        methods of :data:`PLAIN_ACCURACY` is plain (Humphries et al.'s 45 % is a classifier's)."""
         pred = np.asarray(pred)
         self.predictions[method, seed] = pred
         self.points[method, seed] = points
@@ -262,19 +283,25 @@ class Evaluation:
             if points is None
             else cm.internal_scores(points, pred, seed=seed)
         )
+        plain = method in PLAIN_ACCURACY
         self.rows.append(
             {
                 "method": method,
                 "seed": seed,
-                "acc": cm.cluster_accuracy(self.y_test, pred),
+                "acc": float(np.mean(pred == self.y_test))
+                if plain
+                else cm.cluster_accuracy(self.y_test, pred),
                 "nmi": cm.nmi(self.y_test, pred),
+                "ari": cm.ari(self.y_test, pred),
                 **internal,
             }
         )
 
     def one_cluster(self, seed: int) -> None:
-        """The floor: every test scan in one cluster (its accuracy is the largest subtype's
-        share; silhouette and Davies-Bouldin are undefined)."""
+        """Every test scan in one cluster: its accuracy is the largest subtype's share, the
+        majority class, which is the floor of the supervised reference's plain accuracy; for
+        a clustering into K subtypes the floor is its chance level (:meth:`chance`).
+        Silhouette and Davies-Bouldin are undefined."""
         self.add("one_cluster", seed, np.zeros(int(self.scans.test.sum()), np.int64), None)
 
     def classical(self, seed: int, n_clusters: int, features: np.ndarray) -> None:
@@ -322,56 +349,62 @@ class Evaluation:
         """One row per method and seed: acc, nmi, silhouette, davies_bouldin."""
         return pd.DataFrame(self.rows)
 
-    def intervals(self, level: float = 0.95, n_boot: int = N_BOOT) -> pd.DataFrame:
-        """95 % bootstrap intervals over the test scans of each score's mean over seeds (the
-        same resamples for every method and score; percentile intervals shifted by the
-        bootstrap bias, :func:`~medclust.metrics.bootstrap_statistic`): accuracy and NMI of
-        the predictions, the mean per-scan silhouette value, Davies-Bouldin recomputed on the
-        resampled points. One row per method; columns ``<score>_ci_low`` / ``_ci_high``."""
+    def methods(self) -> list[str]:
+        """The methods added, in order."""
+        return list(dict.fromkeys(m for m, _ in self.predictions))
+
+    def runs(self, method: str) -> list[int]:
+        """The seeds of ``method``, in order."""
+        return [s for m, s in self.predictions if m == method]
+
+    def scores(self, n_boot: int = N_BOOT, level: float = 0.95) -> cmp.MethodScores:
+        """Every method's scores on all test scans and on ``n_boot`` bootstrap draws of them,
+        seeds resampled too (the same draws of scans and seeds for every method,
+        :mod:`medclust.comparison`): accuracy, NMI and ARI of the predictions, the mean
+        per-scan silhouette value and Davies-Bouldin recomputed on the resampled points."""
         y = self.y_test
-        rows = []
-        for method in dict.fromkeys(m for m, _ in self.predictions):
-            seeds = [s for m, s in self.predictions if m == method]
-            statistics = _resampled_scores(
-                y,
-                [self.predictions[method, s] for s in seeds],
-                [self.points[method, s] for s in seeds],
+        scores = cmp.MethodScores(cmp.Resamples(len(y), n_boot), level)
+        for method in self.methods():
+            preds = [self.predictions[method, s] for s in self.runs(method)]
+            points = [self.points[method, s] for s in self.runs(method)]
+            if method in PLAIN_ACCURACY:
+                correct = [(p == y).astype(float) for p in preds]
+                scores.add(method, "acc", cmp.mean_scores(correct, scores.resamples))
+                scores.add_partitions(method, y, preds, ("nmi", "ari"))
+            else:
+                scores.add_partitions(method, y, preds)
+            if points[0] is None:
+                continue
+            silhouettes = [_silhouette_values(z, p) for z, p in zip(points, preds, strict=True)]
+            scores.add(method, "silhouette", cmp.mean_scores(silhouettes, scores.resamples))
+            scores.add(
+                method,
+                "davies_bouldin",
+                cmp.scored_by(
+                    [
+                        cmp.per_draw(lambda idx, z=z, p=p: cm.davies_bouldin(z[idx], p[idx]))
+                        for z, p in zip(points, preds, strict=True)
+                    ],
+                    scores.resamples,
+                ),
             )
-            row = {"method": method}
-            for score, statistic in statistics.items():
-                lo, hi = cm.bootstrap_statistic(
-                    len(y), statistic, n_boot=n_boot, level=level, correct_bias=True
-                )
-                row |= {f"{score}_ci_low": lo, f"{score}_ci_high": hi}
-            rows.append(row)
-        return pd.DataFrame(rows).set_index("method")
+        return scores
 
-
-def _resampled_scores(y: np.ndarray, preds: list, points: list) -> dict:
-    """``{score: statistic(idx)}``: each score's mean over the seeds' ``preds`` on the test
-    scans ``idx`` (acc, NMI; with ``points``, the mean per-scan silhouette value and
-    Davies-Bouldin recomputed on the resampled points)."""
-    y_codes = np.unique(y, return_inverse=True)[1]
-    codes = [np.unique(p, return_inverse=True)[1] for p in preds]
-    scores = {
-        "acc": lambda idx: np.mean([cm.cluster_accuracy(y[idx], p[idx]) for p in preds]),
-        "nmi": lambda idx: np.mean([_nmi(y_codes[idx], c[idx]) for c in codes]),
-    }
-    if points[0] is not None:
-        pairs = list(zip(points, preds, strict=True))
-        sil = [_silhouette_values(z, p) for z, p in pairs]
-        scores["silhouette"] = lambda idx: np.mean([v[idx].mean() for v in sil])
-        scores["davies_bouldin"] = lambda idx: np.mean(
-            [cm.davies_bouldin(z[idx], p[idx]) for z, p in pairs]
-        )
-    return scores
-
-
-def _nmi(y_codes: np.ndarray, p_codes: np.ndarray) -> float:
-    """NMI of two integer-coded labelings (:func:`~medclust.metrics.nmi_from_contingency`)."""
-    k = int(p_codes.max()) + 1
-    table = np.bincount(y_codes * k + p_codes, minlength=(int(y_codes.max()) + 1) * k)
-    return cm.nmi_from_contingency(table.reshape(-1, k))
+    def chance(self, n_perm: int = N_PERM) -> dict[str, list[cmp.Chance]]:
+        """The chance level of every clustering (not the supervised reference, whose floor is
+        the majority class): accuracy, NMI and ARI after shuffling each seed's clusters over
+        the test scans, so each keeps its own cluster sizes
+        (:func:`~medclust.comparison.chance_level`)."""
+        out = {}
+        for method in self.methods():
+            if method in PLAIN_ACCURACY:
+                continue
+            preds = [self.predictions[method, s] for s in self.runs(method)]
+            out[method] = [
+                cmp.chance_level(self.y_test, preds, score, n_perm=n_perm)
+                for score in cmp.PARTITION_SCORES
+            ]
+        return out
 
 
 def _silhouette_values(points: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -381,52 +414,85 @@ def _silhouette_values(points: np.ndarray, pred: np.ndarray) -> np.ndarray:
     return skm.silhouette_samples(points, pred)
 
 
-def table1(results: pd.DataFrame, intervals: pd.DataFrame) -> pd.DataFrame:
+#: Table 1's scores, in its column order.
+TABLE1_SCORES = ("acc", "nmi", "ari", "silhouette", "davies_bouldin")
+
+
+def table1(
+    results: pd.DataFrame, scores: cmp.MethodScores, chance: dict[str, list[cmp.Chance]]
+) -> pd.DataFrame:
     """Table 1 analog: per method (rows in :data:`NAMES` order) the mean and sd over seeds of
-    each score and its bootstrap interval."""
-    scores = ["acc", "nmi", "silhouette", "davies_bouldin"]
-    stats = mean_sd_table(
-        results, "method", scores, order=[m for m in NAMES if m in set(results.method)]
-    )
-    table = stats.join(intervals)
-    columns = [f"{s}_{part}" for s in scores for part in ("mean", "std", "ci_low", "ci_high")]
+    each score and its 95 % interval over test scans and seeds; the chance row holds the
+    permutation null of the proposed clusters (mean and 95 % of the shuffles)."""
+    methods = [m for m in NAMES if m in set(results.method)]
+    stats = mean_sd_table(results, "method", TABLE1_SCORES, order=methods)
+    summary = scores.summary()
+    table = stats.join(summary[[c for c in summary.columns if "_ci_" in c]])
+    if "proposed" in chance:
+        table = with_chance_row(table, chance["proposed"])
+    columns = [
+        f"{s}_{part}" for s in TABLE1_SCORES for part in ("mean", "std", "ci_low", "ci_high")
+    ]
     table = table[[c for c in columns if c in table.columns]]
     table.index = [NAMES[m] for m in table.index]
     return table
 
 
-def _verdict(table: pd.DataFrame, a: str, b: str, score: str = "acc") -> str:
-    """How method ``a`` compares with ``b`` on ``score`` (intervals apart or overlapping)."""
-    lo, hi = table[f"{score}_ci_low"], table[f"{score}_ci_high"]
-    na, nb = NAMES[a], NAMES[b]
-    return {1: "beats", -1: "is worse than", 0: "cannot be told apart from"}[
-        compare_intervals((lo[na], hi[na]), (lo[nb], hi[nb]))
-    ]
+def differences(scores: cmp.MethodScores) -> list[cmp.Difference]:
+    """The paired differences behind the verdicts: the proposed network minus each rival of
+    :data:`RIVALS` on accuracy and NMI, and minus the encoder baseline on silhouette and
+    Davies-Bouldin (Xie et al.'s internal scores; lower Davies-Bouldin is better)."""
+    out = []
+    for rival in RIVALS:
+        if rival not in scores.methods:
+            continue
+        out += [scores.compare("proposed", rival, score) for score in ("acc", "nmi")]
+    if "baseline" in scores.methods and ("proposed", "silhouette") in scores.scored:
+        out.append(scores.compare("proposed", "baseline", "silhouette"))
+        out.append(scores.compare("proposed", "baseline", "davies_bouldin", higher_is_better=False))
+    return out
 
 
-def who_wins(table: pd.DataFrame) -> str:
-    """Plain sentences from :func:`table1`: does the 3D U-Net beat the encoder baseline, the
-    untrained network and the classical baseline here, and where do they sit between the
-    floor and the ceiling?"""
-    acc, lo, hi = table["acc_mean"], table["acc_ci_low"], table["acc_ci_high"]
-
-    def show(method: str) -> str:
-        name = NAMES[method]
-        return f"{name} {acc[name]:.3f} [{lo[name]:.3f}, {hi[name]:.3f}]"
-
-    rivals = [
-        m for m in ("one_cluster", "baseline", "untrained", "classical") if NAMES[m] in acc.index
-    ]
-    parts = [f"{_verdict(table, 'proposed', m)} {NAMES[m]}" for m in rivals]
-    text = (
-        f"On test accuracy (mean over seeds, 95 % bootstrap interval over the test scans) the "
-        f"proposed 3D U-Net {'; '.join(parts)}: {show('proposed')}, "
-        + ", ".join(show(m) for m in rivals)
-        + "."
+def chance_sentence(chance: dict[str, list[cmp.Chance]], method: str, score: str = "acc") -> str:
+    """ "0.295, above its chance level 0.236 [0.215, 0.263] (p = 0.001)"."""
+    c = next(c for c in chance[method] if c.score == score)
+    where = "above" if c.p_value < 0.05 else "not above"
+    return (
+        f"{c.observed:.3f}, {where} its chance level {c.mean:.3f} [{c.low:.3f}, {c.high:.3f}] "
+        f"(permutation p = {c.p_value:.3f})"
     )
+
+
+def who_wins(
+    table: pd.DataFrame, diffs: list[cmp.Difference], chance: dict[str, list[cmp.Chance]]
+) -> str:
+    """Plain sentences: is the proposed 3D U-Net above chance, and better or worse than the
+    encoder baseline, the untrained network and the classical baseline (paired differences
+    on the same test scans, draws and seeds); where do the supervised reference and the
+    ceiling sit?"""
+    acc = table["acc_mean"]
+    on_acc = [d for d in diffs if d.score == "acc"]
+    text = (
+        f"The proposed 3D U-Net clusters the test scans with accuracy "
+        f"{chance_sentence(chance, 'proposed')}. Paired on the same test scans, bootstrap "
+        "draws and seeds, it " + "; ".join(verdict_clause(d, NAMES) for d in on_acc) + "."
+    )
+    internal = [d for d in diffs if d.score in ("silhouette", "davies_bouldin")]
+    if internal:
+        text += (
+            " On the paper's internal scores: "
+            + "; ".join(
+                f"on {d.score.replace('_', '-')} it {verdict_clause(d, NAMES)}" for d in internal
+            )
+            + "."
+        )
     more = []
     if NAMES["supervised"] in acc.index:
-        more.append(f"the supervised reference scores {acc[NAMES['supervised']]:.3f}")
+        floor = acc.get(NAMES["one_cluster"], np.nan)
+        more.append(
+            f"the supervised reference scores a plain accuracy of {acc[NAMES['supervised']]:.3f}"
+            f" (its floor, the majority class: {floor:.3f})"
+        )
     if NAMES["true_severity"] in acc.index:
         more.append(f"k-means on the true severity (ceiling) {acc[NAMES['true_severity']]:.3f}")
     return text + (f" For scale: {' and '.join(more)}." if more else "")
@@ -530,45 +596,75 @@ def _scan_aucs(scans: Scans, maps_of, test_rows: np.ndarray) -> np.ndarray:
     return np.asarray(aucs)
 
 
-def dcam_aucs(model, scans: Scans, head_class: np.ndarray, chunk: int = 50) -> np.ndarray:
-    """Per-scan AUC (:func:`_scan_aucs`) of the dCAM channel of the head's class, computed
-    ``chunk`` test scans at a time (a dCAM holds K maps of the scan's size)."""
-    X, M = scans.inputs("test")
+def emphysema_channel(model, scans: Scans, laa: np.ndarray) -> int:
+    """The dCAM channel that stands for emphysema, chosen on the training scans alone: the head
+    class whose training scans have the most low-attenuation lung (mean %LAA-950). A head's
+    classes have no fixed meaning (k-means numbers its clusters anew), so scoring each test
+    scan's own class against its emphysema would build in an AUC near 0.5."""
+    head = model.predict_pooled(model.pooled_features(*scans.inputs("train")))
+    per_class = pd.Series(laa[scans.train]).groupby(head).mean()
+    return int(per_class.idxmax())
+
+
+def dcam_aucs(model, scans: Scans, channel: int, chunk: int = 50) -> np.ndarray:
+    """Per-scan AUC (:func:`_scan_aucs`) of dCAM channel ``channel`` on the test scans,
+    computed ``chunk`` scans at a time (a dCAM holds K maps of the scan's size)."""
+    X, _ = scans.inputs("test")
     rows = np.flatnonzero(scans.test)
     out = []
     for a in range(0, len(rows), chunk):
         maps = model.dcam(X[a : a + chunk])
-        cls = head_class[a : a + chunk]
-        out.append(_scan_aucs(scans, lambda j, m=maps, c=cls: m[j, c[j]], rows[a : a + chunk]))
+        out.append(_scan_aucs(scans, lambda j, m=maps: m[j, channel], rows[a : a + chunk]))
     return np.concatenate(out)
 
 
-def dcam_localisation(evaluation: Evaluation, n_boot: int = N_BOOT) -> pd.DataFrame | None:
+def dcam_localisation(
+    evaluation: Evaluation, laa: np.ndarray, n_boot: int = N_BOOT
+) -> pd.DataFrame | None:
     """Localisation of the dCAMs (beyond the paper, which shows them, Fig. 1): per test scan
-    the ROC AUC of the dCAM channel of the head's class against the phantom's emphysema
-    voxels, averaged over seeds, for each network, beside a map that needs no learning, low
-    attenuation (-HU), and the paired difference of each network from -HU. Mean over the
-    scans with a 95 % bootstrap interval over them. ``None`` when the cohort has no emphysema
-    maps."""
+    the ROC AUC of each trained network's emphysema channel (:func:`emphysema_channel`,
+    chosen on the training scans) against the phantom's emphysema voxels, beside a map that
+    needs no learning, low attenuation (-HU). Rows: each map's mean over scans and seeds with
+    its 95 % interval (scans and seeds resampled), then each network minus -HU, paired on the
+    same scans and draws, with its verdict. ``None`` when the cohort has no emphysema maps."""
     scans = evaluation.scans
     if not scans.has_truth_map:
         return None
     rows = np.flatnonzero(scans.test)
-    per_scan = {"minus_hu": _scan_aucs(scans, lambda j: -scans.hu[rows[j]], rows)}
+    per_scan = {"minus_hu": [_scan_aucs(scans, lambda j: -scans.hu[rows[j]], rows)]}
     for method in NETWORKS:
-        keys = [(m, s) for m, s in evaluation.head_predictions if m == method]
-        per_scan[method] = np.mean(
-            [dcam_aucs(evaluation.models[k], scans, evaluation.head_predictions[k]) for k in keys],
-            axis=0,
+        per_scan[method] = []
+        for key in [(m, s) for m, s in evaluation.head_predictions if m == method]:
+            model = evaluation.models[key]
+            per_scan[method].append(dcam_aucs(model, scans, emphysema_channel(model, scans, laa)))
+    n = len(per_scan["minus_hu"][0])
+    scores = cmp.MethodScores(cmp.Resamples(n, n_boot))
+    for name, values in per_scan.items():
+        scores.add(name, "auc", cmp.mean_scores(values, scores.resamples))
+    summary = scores.summary()
+    out = [
+        {
+            "map": name,
+            "auc": summary.loc[name, "auc_mean"],
+            "ci_low": summary.loc[name, "auc_ci_low"],
+            "ci_high": summary.loc[name, "auc_ci_high"],
+            "n_scans": n,
+            "verdict": "",
+        }
+        for name in per_scan
+    ]
+    for method in NETWORKS:
+        d = scores.compare(method, "minus_hu", "auc")
+        out.append(
+            {
+                "map": f"{method} - minus_hu",
+                "auc": d.diff,
+                "ci_low": d.low,
+                "ci_high": d.high,
+                "n_scans": n,
+                "verdict": d.verdict,
+            }
         )
-    n = len(per_scan["minus_hu"])
-    values = dict(per_scan)
-    for method in NETWORKS:
-        values[f"{method} - minus_hu"] = per_scan[method] - per_scan["minus_hu"]
-    out = []
-    for name, v in values.items():
-        lo, hi = cm.bootstrap_statistic(n, lambda idx, v=v: v[idx].mean(), n_boot=n_boot)
-        out.append({"map": name, "auc": float(v.mean()), "ci_low": lo, "ci_high": hi, "n_scans": n})
     return pd.DataFrame(out)
 
 
@@ -579,16 +675,17 @@ def dcam_sentence(auc: pd.DataFrame | None) -> str:
     row = auc.set_index("map")
     d = row.loc["proposed - minus_hu"]
     verdict = {
-        1: "localise emphysema better than",
-        -1: "localise emphysema worse than",
-        0: "cannot be told apart from",
-    }[compare_intervals((d.ci_low, d.ci_high), (0.0, 0.0))]
+        cmp.BETTER: "localise emphysema better than",
+        cmp.WORSE: "localise emphysema worse than",
+        cmp.CANNOT_TELL: "cannot be told apart from",
+    }[d.verdict]
     p, h = row.loc["proposed"], row.loc["minus_hu"]
     return (
-        f"The proposed dCAMs {verdict} plain low attenuation (-HU): voxel AUC against the true "
-        f"emphysema {p.auc:.3f} [{p.ci_low:.3f}, {p.ci_high:.3f}] vs {h.auc:.3f} "
+        f"The proposed dCAMs (the channel of the head class whose training scans have the most "
+        f"low-attenuation lung) {verdict} plain low attenuation (-HU): voxel AUC against the "
+        f"true emphysema {p.auc:.3f} [{p.ci_low:.3f}, {p.ci_high:.3f}] vs {h.auc:.3f} "
         f"[{h.ci_low:.3f}, {h.ci_high:.3f}], paired difference {d.auc:+.3f} "
-        f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}] over {int(p.n_scans)} test scans."
+        f"[{d.ci_low:+.3f}, {d.ci_high:+.3f}] over {int(p.n_scans)} test scans and the seeds."
     )
 
 
@@ -640,14 +737,21 @@ def _with_interval(table: pd.DataFrame, name: str, score: str) -> str:
 
 
 def paper_comparison(
-    table: pd.DataFrame, auc: pd.DataFrame | None, scans: Scans, input_size: int, n_seeds: int
+    table: pd.DataFrame,
+    diffs: list[cmp.Difference],
+    auc: pd.DataFrame | None,
+    scans: Scans,
+    input_size: int,
+    n_seeds: int,
 ) -> list[dict]:
     """Xie et al.'s Table 1 (accuracy, silhouette, Davies-Bouldin) beside this run's mean ±
-    sd over seeds and 95 % bootstrap interval, with the floor, the references and the ceiling
-    this run adds, and the dCAM localisation (the paper's Fig. 1 is qualitative)."""
+    sd over seeds and 95 % interval, with the chance level, the references and the ceiling
+    this run adds; the paper's claim "proposed outperforms the baseline" beside this run's
+    paired difference and verdict on each score; and the dCAM localisation (the paper's
+    Fig. 1 is qualitative)."""
     note = (
         f"phantom ({int(scans.train.sum())} train / {int(scans.test.sum())} test, "
-        f"{input_size}³), mean ± sd over {n_seeds} seeds [95 % bootstrap CI over test scans]"
+        f"{input_size}³), mean ± sd over {n_seeds} seeds [95 % CI over test scans and seeds]"
     )
     rows = []
     for method, name in NAMES.items():
@@ -665,6 +769,22 @@ def paper_comparison(
                     "note": note if method in PAPER else "not in the paper",
                 }
             )
+    for d in diffs:
+        if d.b != "baseline":
+            continue
+        i = ("acc", "silhouette", "davies_bouldin").index(d.score) if d.score != "nmi" else None
+        if i is None:
+            continue
+        paper_diff = PAPER["proposed"][i] - PAPER["baseline"][i]
+        rows.append(
+            {
+                "quantity": f"proposed − baseline: {d.score}",
+                "paper": f"{paper_diff:+.2f} (proposed better)",
+                "this_run": f"{d.as_text()}: {d.verdict}",
+                "note": f"paired on the same test scans, draws and seeds; proposed won "
+                f"{d.runs_won} of {d.runs} seeds",
+            }
+        )
     if auc is not None:
         row = auc.set_index("map")
         rows.append(
@@ -685,13 +805,16 @@ def paper_comparison(
 def study_metrics(
     results: pd.DataFrame,
     table: pd.DataFrame,
+    chance: dict[str, list[cmp.Chance]],
+    diffs: list[cmp.Difference],
     auc: pd.DataFrame | None,
     scans: Scans,
     **settings: int,
 ) -> dict:
-    """Mean scores per method, the sd of the accuracy over seeds and its bootstrap interval,
-    the split sizes, the ``settings`` (epochs, n_seeds, input_size) and the dCAM AUCs with
-    their intervals where the cohort has maps."""
+    """Mean scores per method, the sd of the accuracy over seeds and its 95 % interval, the
+    chance levels (and the accuracy's permutation p-value), the paired differences with their
+    verdicts, the split sizes, the ``settings`` (epochs, n_seeds, input_size) and the dCAM
+    AUCs with their intervals where the cohort has maps."""
     methods = [m for m in NAMES if m in set(results.method)]
 
     def by_method(metric: str) -> dict[str, float]:
@@ -704,6 +827,18 @@ def study_metrics(
     metrics["acc_ci"] = {
         m: [float(table.loc[NAMES[m], "acc_ci_low"]), float(table.loc[NAMES[m], "acc_ci_high"])]
         for m in methods
+    }
+    metrics["ari"] = by_method("ari")
+    for score in cmp.PARTITION_SCORES:
+        metrics[f"{score}_chance"] = {
+            m: next(c.mean for c in cs if c.score == score) for m, cs in chance.items()
+        }
+    metrics["acc_chance_p"] = {
+        m: next(c.p_value for c in cs if c.score == "acc") for m, cs in chance.items()
+    }
+    # the verdicts themselves are in tables/differences (text does not belong to dvc metrics)
+    metrics["difference"] = {
+        f"{d.score}_{d.a}_vs_{d.b}": {"diff": d.diff, "ci": [d.low, d.high]} for d in diffs
     }
     metrics |= {"n_train": int(scans.train.sum()), "n_test": int(scans.test.sum()), **settings}
     if auc is not None:

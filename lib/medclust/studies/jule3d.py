@@ -29,8 +29,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from medclust import comparison as cmp
 from medclust.cohort import Volume, load_cohort
-from medclust.metrics import bootstrap_draws, nmi, nmi_from_contingency, percentile_interval
+from medclust.metrics import nmi, nmi_from_contingency
 from medclust.models.jule import JULE
 from medclust.patches3d import grid_centres, sample_cubes, specimen_region
 from medclust.plots import label_cmap
@@ -45,7 +46,7 @@ from medclust.segmentation import (
     subpatch_composition,
     window_statistics,
 )
-from medclust.studies.common import StudyRun, compare_intervals, sd_or_zero
+from medclust.studies.common import StudyRun, sd_or_zero, verdict_clause
 from medclust.studies.common import start as start_run
 from medclust.validation import check_int
 
@@ -77,8 +78,10 @@ HEADLINE = {
     "ceil": "nmi_at_k_paper.true_tissue",
 }
 
-#: Bootstrap resamples of the annotated slices for every interval.
+#: Bootstrap resamples of the annotated slices (and seeds) for every interval and difference.
 N_BOOT = 1000
+#: Permutations of every chance level.
+N_PERM = 1000
 
 
 def start(
@@ -290,7 +293,7 @@ class Scores:
     """NMI of each segmentation against the ground truth, on the evaluation slices and on the
     whole volume (when the specimens have labelmaps), one row per (specimen, method, seed, K);
     keeps each segmentation's per-slice contingency tables for the bootstrap
-    (:meth:`intervals`) and the segmentations at ``k_paper`` of ``example_seed`` for Fig. 5
+    (:meth:`scores`) and the segmentations at ``k_paper`` of ``example_seed`` for Fig. 5
     (``examples``).
 
     Patch-wise methods cluster one feature vector per stride-``s`` grid patch and paint the
@@ -380,52 +383,128 @@ class Scores:
         """The rows so far (``tables/nmi_per_specimen_seed_k``)."""
         return pd.DataFrame(self.rows)
 
-    def intervals(self, level: float = 0.95, n_boot: int = N_BOOT) -> pd.DataFrame:
-        """Per method and K: the slice NMI averaged over specimens (the Fig. 4 average), its
-        mean and sd over seeds, and a ``level`` bootstrap interval of the seed mean over the
-        annotated slices, resampled within each specimen (every method scored on the same
-        draws; bias-corrected, :func:`~medclust.metrics.bootstrap_statistic`). Empty when
-        unscored."""
+    def _slice_tables(self, method: str, seed: int, k: int) -> list[np.ndarray]:
+        """Per specimen, the ``(slices, classes, clusters)`` contingency tables."""
+        return [self.contingency[sid, method, seed, k].astype(np.float64) for sid in self.specimens]
+
+    def _runs(self, method: str, k: int) -> list[int]:
+        return sorted({key[2] for key in self.contingency if key[1] == method and key[3] == k})
+
+    def scores(self, n_boot: int = N_BOOT, level: float = 0.95) -> dict[int, cmp.MethodScores]:
+        """Per K, every method's slice NMI averaged over specimens (the Fig. 4 average) on all
+        annotated slices and on ``n_boot`` bootstrap draws of them, resampled within each
+        specimen, seeds resampled too: the same draws for every method
+        (:mod:`medclust.comparison`). Empty when unscored."""
         if not self.contingency:
-            return pd.DataFrame()
-        sids = list(self.specimens)
-        counts = [len(self.specimens[sid].slices) for sid in sids]
-        strata, bounds = np.repeat(np.arange(len(sids)), counts), np.cumsum([0, *counts])
-        draws = bootstrap_draws(len(strata), n_boot, strata=strata)
-        # (n_boot, n_slices): how often each resample took each annotated slice
-        weights = np.stack([np.bincount(d, minlength=len(strata)) for d in draws])
-        seeds = sorted({key[2] for key in self.contingency})
-        rows = []
+            return {}
+        counts = [len(self.specimens[sid].slices) for sid in self.specimens]
+        strata, bounds = np.repeat(np.arange(len(counts)), counts), np.cumsum([0, *counts])
+        resamples = cmp.Resamples(len(strata), n_boot, strata=strata)
+
+        def statistic(tables: list[np.ndarray]):
+            def of_weights(w: np.ndarray) -> np.ndarray:
+                per_specimen = [
+                    nmi_from_contingency(
+                        np.einsum("bs,sij->bij", w[:, bounds[i] : bounds[i + 1]], t),
+                        average_method="geometric",
+                    )
+                    for i, t in enumerate(tables)
+                ]
+                return np.mean(per_specimen, axis=0)
+
+            return of_weights
+
+        out: dict[int, cmp.MethodScores] = {}
+        for k in sorted({key[3] for key in self.contingency}):
+            scores = out.setdefault(k, cmp.MethodScores(resamples, level))
+            for method in METHODS:
+                runs = self._runs(method, k)
+                if runs:
+                    stats = [statistic(self._slice_tables(method, s, k)) for s in runs]
+                    scores.add(method, "nmi", cmp.scored_by(stats, resamples))
+        return out
+
+    def chance(self, k: int, n_perm: int = N_PERM) -> dict[str, cmp.Chance]:
+        """At ``k`` clusters, each method's chance level: its segmentation's labels shuffled
+        over the specimen voxels of the annotated slices (each seed and specimen keeping its
+        own cluster sizes), the slice NMI averaged over specimens and seeds as for the method
+        (:func:`medclust.comparison.random_tables`)."""
+        rng = np.random.default_rng(np.random.SeedSequence([0, 2, k]))
+        out = {}
         for method in METHODS:
-            for k in sorted({key[3] for key in self.contingency if key[1] == method}):
-                full, boot = [], []
-                for seed in seeds:
-                    per_spec_full, per_spec_boot = [], []
-                    for i, sid in enumerate(sids):
-                        tables = self.contingency[sid, method, seed, k].astype(np.float64)
-                        w = weights[:, bounds[i] : bounds[i + 1]]
-                        per_spec_full.append(
-                            nmi_from_contingency(tables.sum(0), average_method="geometric")
-                        )
-                        resampled = np.einsum("bs,sij->bij", w, tables)
-                        per_spec_boot.append(
-                            nmi_from_contingency(resampled, average_method="geometric")
-                        )
-                    full.append(np.mean(per_spec_full))
-                    boot.append(np.mean(per_spec_boot, axis=0))
-                point = float(np.mean(full))
-                lo, hi = percentile_interval(np.mean(boot, axis=0), level, point)
-                rows.append(
-                    {
-                        "method": method,
-                        "K": k,
-                        "nmi": point,
-                        "nmi_sd": sd_or_zero(full),
-                        "low": lo,
-                        "high": hi,
-                    }
+            runs = self._runs(method, k)
+            if not runs:
+                continue
+            null, observed = np.zeros(n_perm), []
+            for seed in runs:
+                tables = [t.sum(axis=0) for t in self._slice_tables(method, seed, k)]
+                observed.append(
+                    np.mean([nmi_from_contingency(t, average_method="geometric") for t in tables])
                 )
-        return pd.DataFrame(rows)
+                null += np.mean(
+                    [
+                        nmi_from_contingency(
+                            cmp.random_tables(t, n_perm, rng), average_method="geometric"
+                        )
+                        for t in tables
+                    ],
+                    axis=0,
+                )
+            out[method] = cmp.null_summary(null / len(runs), float(np.mean(observed)), "nmi")
+        return out
+
+
+def intervals_table(scores: Mapping[int, cmp.MethodScores]) -> pd.DataFrame:
+    """Per method and K (:meth:`Scores.scores`): the slice NMI (mean over seeds of the
+    specimen average), its sd over seeds and 95 % interval (slices and seeds resampled)."""
+    rows = []
+    for k, by_method in scores.items():
+        summary = by_method.summary()
+        for method in summary.index:
+            rows.append(
+                {
+                    "method": method,
+                    "K": k,
+                    "nmi": summary.loc[method, "nmi_mean"],
+                    "nmi_sd": by_method.scored[method, "nmi"].sd,
+                    "low": summary.loc[method, "nmi_ci_low"],
+                    "high": summary.loc[method, "nmi_ci_high"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def differences(scores: Mapping[int, cmp.MethodScores]) -> list[cmp.Difference]:
+    """At every K, JULE minus each rival of :data:`RIVALS` on the slice NMI, paired on the same
+    annotated slices, draws and seeds."""
+    return [
+        by_method.compare("jule", rival, "nmi")
+        for by_method in scores.values()
+        for rival in RIVALS
+        if "jule" in by_method.methods and rival in by_method.methods
+    ]
+
+
+def differences_table(scores: Mapping[int, cmp.MethodScores]) -> pd.DataFrame:
+    """:func:`differences` with their K (``tables/differences``)."""
+    rows = []
+    for k, by_method in scores.items():
+        table = cmp.differences_table(differences({k: by_method}))
+        rows.append(table.assign(K=k))
+    return pd.concat(rows, ignore_index=True)[["K", *table.columns]]
+
+
+def best_methods(by_method: cmp.MethodScores) -> list[str]:
+    """The top-scoring method (ceiling excluded) and every method whose paired difference
+    from it cannot be told from 0: the methods tied for best."""
+    candidates = [m for m in by_method.methods if m != "true_tissue"]
+    top = max(candidates, key=lambda m: by_method.scored[m, "nmi"].mean)
+    tied = [
+        m
+        for m in candidates
+        if m != top and by_method.compare(m, top, "nmi").verdict == cmp.CANNOT_TELL
+    ]
+    return [top, *tied]
 
 
 # --------------------------------------------------------------------------- Fig. 4 and 5
@@ -441,7 +520,7 @@ def average_nmi(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def interval_table(intervals: pd.DataFrame) -> pd.DataFrame:
-    """The intervals of :meth:`Scores.intervals` as text, ``mean ± sd [low, high]``, one row
+    """The intervals of :func:`intervals_table` as text, ``mean ± sd [low, high]``, one row
     per method and one column per K (``tables/nmi_intervals``)."""
     rows = {}
     for r in intervals.itertuples():
@@ -457,7 +536,7 @@ def plot_nmi_vs_k(
     ks: Sequence[int],
 ):
     """Fig. 4 analog: NMI against K per specimen (lines: mean over seeds, bands: their range)
-    and averaged over specimens (band: the bootstrap interval of :meth:`Scores.intervals`)."""
+    and averaged over specimens (band: the bootstrap interval of :func:`intervals_table`)."""
     stats = ["mean", "min", "max"]
     per_specimen = results.groupby(["specimen", "method", "K"]).nmi_slices.agg(stats)
     average = intervals.rename(columns={"nmi": "mean", "low": "min", "high": "max"})
@@ -527,7 +606,7 @@ def plot_segmentations(
 
 def paper_comparison(
     table1: pd.DataFrame,
-    intervals: pd.DataFrame | None,
+    scores: Mapping[int, cmp.MethodScores],
     n_patches: int,
     patch_size: int,
     n_final_clusters: int,
@@ -536,10 +615,10 @@ def paper_comparison(
     n_seeds: int,
 ) -> list[dict]:
     """The paper's statements beside this run's: the specimens (Table 1), the demo's sizes,
-    and, when scored (``intervals`` from :meth:`Scores.intervals`), at how many K JULE wins
-    against each rival (the paper: against both traditional methods at every K, Fig. 4) --
-    a win or a loss only where the bootstrap intervals do not overlap -- and the average NMI
-    at ``k_paper`` (not given as numbers in the paper)."""
+    and, when scored (``scores`` from :meth:`Scores.scores`), at how many K JULE is better,
+    worse or cannot be told apart from each rival (the paper: better than both traditional
+    methods at every K, Fig. 4) by the paired difference, and the average NMI at ``k_paper``
+    (not given as numbers in the paper)."""
     sizes = [
         ("specimens", "3 (lung-A/B/C)", len(table1), "phantom specimens"),
         (
@@ -558,65 +637,64 @@ def paper_comparison(
         ("segmentation stride s / K", "5 / 3", f"{stride} / {k_paper}", ""),
     ]
     rows = [dict(zip(("quantity", "paper", "this_run", "note"), r, strict=True)) for r in sizes]
-    if intervals is None or intervals.empty:
+    if not scores:
         return rows
+    diffs = differences(scores)
     for rival in RIVALS:
-        wins = _wins_by_k(intervals, rival)
+        verdicts = [d.verdict for d in diffs if d.b == rival]
         paper = "all K (Fig. 4)" if rival in ("kmeans_intensity", "multi_otsu") else "not run"
         rows.append(
             {
-                "quantity": f"JULE vs {METHODS[rival]}: K where JULE wins / loses / ties",
+                "quantity": f"JULE vs {METHODS[rival]}: K where JULE is better / worse / "
+                "cannot be told apart",
                 "paper": paper,
-                "this_run": " / ".join(str(sum(v == o for v in wins.values())) for o in (1, -1, 0)),
-                "note": f"of {len(wins)} K; 95 % bootstrap intervals over annotated slices",
+                "this_run": " / ".join(
+                    str(verdicts.count(v)) for v in (cmp.BETTER, cmp.WORSE, cmp.CANNOT_TELL)
+                ),
+                "note": f"of {len(verdicts)} K; paired differences over the annotated slices "
+                "and seeds",
             }
         )
-    at_k = intervals[intervals.K == k_paper].set_index("method")
+    at_k = scores[k_paper].summary()
     shown = [m for m in ("jule", "kmeans_intensity", "multi_otsu") if m in at_k.index]
     rows.append(
         {
             "quantity": f"average NMI at K = {k_paper}: JULE / k-means / Otsu",
             "paper": "not given as numbers ('not high')",
-            "this_run": " / ".join(f"{at_k.nmi[m]:.3f}" for m in shown),
+            "this_run": " / ".join(f"{at_k.nmi_mean[m]:.3f}" for m in shown),
             "note": f"mean over {n_seeds} seeds",
         }
     )
     return rows
 
 
-def _wins_by_k(intervals: pd.DataFrame, rival: str) -> dict[int, int]:
-    """``{K: +1 / -1 / 0}``: JULE's interval above, below or overlapping ``rival``'s."""
-    by = intervals.set_index(["method", "K"])
-    ks = sorted(intervals[intervals.method == "jule"].K)
-    return {
-        k: compare_intervals(
-            (by.low["jule", k], by.high["jule", k]), (by.low[rival, k], by.high[rival, k])
-        )
-        for k in ks
-    }
-
-
-def who_wins(intervals: pd.DataFrame, k_paper: int) -> str:
-    """The plain sentence: at the paper's K, how JULE compares with each rival (a win or a
-    loss only where the bootstrap intervals do not overlap), which method scores best, and
-    how far the ceiling of the label projection lies above."""
-    at = intervals[intervals.K == k_paper].set_index("method")
+def who_wins(
+    scores: Mapping[int, cmp.MethodScores], chance: Mapping[str, cmp.Chance], k_paper: int
+) -> str:
+    """The plain sentence: at the paper's K, how JULE compares with each rival (paired
+    differences on the same annotated slices, draws and seeds), which methods are best (every
+    method tied with the top), whether JULE is above its chance level, and how far the
+    ceiling of the label projection lies above."""
+    by_method = scores[k_paper]
+    at = by_method.summary()
 
     def show(m: str) -> str:
-        return f"{at.nmi[m]:.3f} [{at.low[m]:.3f}, {at.high[m]:.3f}]"
+        return f"{at.nmi_mean[m]:.3f} [{at.nmi_ci_low[m]:.3f}, {at.nmi_ci_high[m]:.3f}]"
 
-    verdict = {1: "beats", -1: "is worse than", 0: "cannot be told apart from"}
     parts = [
-        f"{verdict[_wins_by_k(intervals, r)[k_paper]]} {METHODS[r]} ({show(r)})"
+        f"{verdict_clause(by_method.compare('jule', r, 'nmi'), METHODS)}"
         for r in RIVALS
-        if r in at.index
+        if r in by_method.methods
     ]
-    ranked = [m for m in at.nmi.sort_values(ascending=False).index if m != "true_tissue"]
+    c = chance["jule"]
+    best = [METHODS[m] for m in best_methods(by_method)]
+    tie = f" (tied with {', '.join(best[1:])})" if len(best) > 1 else ""
     text = (
-        f"At K = {k_paper}, JULE ({show('jule')}) " + "; ".join(parts) + ". "
-        f"The best method here is {METHODS[ranked[0]]}."
+        f"At K = {k_paper}, JULE ({show('jule')}; chance at its cluster sizes {c.mean:.4f}) "
+        + "; ".join(parts)
+        + f". The best method here is {best[0]}{tie}."
     )
-    if "true_tissue" in at.index:
+    if "true_tissue" in by_method.methods:
         text += (
             " Painting each sub-patch by its true tissue would reach "
             f"{show('true_tissue')}: that is the ceiling of the label projection."
@@ -642,12 +720,16 @@ def study_metrics(
     n_patches: int,
     patch_size: int,
     k_paper: int,
+    chance: Mapping[str, cmp.Chance] | None = None,
+    diffs: Sequence[cmp.Difference] = (),
 ) -> dict:
     """The study's metrics: sizes, JULE's timesteps, periods and SGD steps per specimen (mean
     over seeds, truncated), and, when scored, the slice NMI per method and K (mean over seeds of
     the specimen average; ``nmi_per_specimen`` per specimen), at ``k_paper`` its mean
     (``nmi_at_k_paper``, the headline), sd over seeds (``nmi_seed_sd``, 0 for one seed) and
-    bootstrap interval (``nmi_ci``), and the whole-volume NMI (``nmi_full_volume``)."""
+    bootstrap interval (``nmi_ci``), the whole-volume NMI (``nmi_full_volume``), and, given
+    them, each method's chance level (``nmi_chance``) and JULE's paired differences from its
+    rivals (``difference``) at ``k_paper``."""
     specimen_ids = list(dict.fromkeys(sid for sid, _ in models))
     seeds = list(dict.fromkeys(s for _, s in models))
 
@@ -680,4 +762,9 @@ def study_metrics(
         sid: _by_k(results[results.specimen == sid], "nmi_slices") for sid in specimen_ids
     }
     metrics["nmi_full_volume"] = {m: float(at_k[at_k.method == m].nmi_volume.mean()) for m in ran}
+    if chance:
+        metrics["nmi_chance"] = {m: c.mean for m, c in chance.items()}
+    metrics["difference"] = {
+        f"nmi_jule_vs_{d.b}": {"diff": d.diff, "ci": [d.low, d.high]} for d in diffs
+    }
     return metrics
