@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -16,6 +17,8 @@ import papermill as pm
 import pytest
 import yaml
 from conftest import ROOT, dvc_stages, run_notebook, write_tiny_cohort
+
+from medclust.datasets.listing import entries
 
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -72,7 +75,13 @@ def test_stage_runs_the_notebook_with_its_block(notebook):
     assert spec["cmd"] == f"python -m medclust.run {block}"
     assert spec["params"] == [block]
     assert {"lib/medclust", f"notebooks/{notebook}.ipynb"} <= set(spec["deps"])
-    assert PARAMS[block].get("cohort", PARAMS[block].get("data_dir")) in spec["deps"]
+    params = PARAMS[block]
+    if "cohorts" in params:  # a listing (the matrix): every cohort folder lies in a dependency
+        for entry in entries(params["cohorts"], params["real_dir"]):
+            deps = [Path(d) for d in spec["deps"]]
+            assert any(d == entry.folder or d in entry.folder.parents for d in deps), entry
+    else:
+        assert params.get("cohort", params.get("data_dir")) in spec["deps"]
     # DVC must not delete the committed results before a run (a failed run keeps them)
     report_dir = PARAMS[block]["report_dir"]
     assert f"{report_dir}/metrics.json" in spec["outs"]
@@ -132,6 +141,16 @@ SMOKE_DEEPCLUSTER = {
     "n_seeds": 1,
     "batch_size": 4,
     "crop_fraction": 1.0,  # the encoder needs 16 voxels per side: no room for crops at 16^3
+}
+
+SMOKE_MATRIX = {
+    "pretrain_steps": 5,
+    "batch_size": 8,
+    "max_epochs": 1.0,
+    "dcn_epochs": 1,
+    "jule_clusters": 3,
+    "deepcluster_epochs": 1,
+    "n_seeds": 2,
 }
 
 SMOKE_POPULATION = {
@@ -203,6 +222,14 @@ def smoke_params(notebook, tmp_path):
             "report_dir": report_dir,
             **SMOKE_POPULATION,
         }
+    if notebook == "06_method_matrix":
+        cohort = write_tiny_cohort(tmp_path / "data" / "tiny", n=24, shape=(16, 16, 8))
+        return {
+            "cohorts": {"tiny": str(cohort), "gone": str(tmp_path / "gone.npz")},
+            "real_dir": str(tmp_path / "real"),
+            "report_dir": report_dir,
+            **SMOKE_MATRIX,
+        }
     raise KeyError(f"no smoke params for {notebook}: add them here")
 
 
@@ -225,10 +252,24 @@ def test_notebook_runs_in_smoke_mode(notebook, tmp_path):
         assert (values >= 0).all() and abs(values.sum(axis=1) - 1).max() < 1e-9
 
 
+#: What a rerun may change: wall-clock times (the matrix records seconds per cell).
+TIMINGS = ("runtime_s", "seconds_per_seed")
+
+
 def _metrics_without_runtime(path):
     metrics = json.loads(path.read_text())
-    metrics.pop("runtime_s", None)
+    for key in TIMINGS:
+        metrics.pop(key, None)
     return metrics
+
+
+def _table_without_timings(path, run_folder):
+    """The table's CSV without timing columns, the run's own folder written as ``<run>``."""
+    table = pd.read_csv(path)
+    if path.stem in TIMINGS:
+        return None
+    text = table.drop(columns=[c for c in table.columns if c in TIMINGS]).to_csv(index=False)
+    return text.replace(str(run_folder), "<run>")
 
 
 @pytest.mark.slow
@@ -240,7 +281,10 @@ def test_same_params_same_numbers(notebook, tmp_path):
         params = smoke_params(notebook, tmp_path / name)
         run_notebook(notebook, params, tmp_path / name)
         report = tmp_path / name / "report"
-        tables = {p.name: p.read_text() for p in sorted((report / "tables").glob("*.csv"))}
+        tables = {
+            p.name: _table_without_timings(p, tmp_path / name)
+            for p in sorted((report / "tables").glob("*.csv"))
+        }
         runs.append((_metrics_without_runtime(report / "tables" / "metrics_all.json"), tables))
     assert runs[0][0] == runs[1][0]
     assert runs[0][1] == runs[1][1]

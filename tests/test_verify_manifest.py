@@ -102,7 +102,7 @@ def test_exact_algebra_agrees_with_numpy():
 def test_every_notebook_stage_is_verifiable():
     stages = notebook_stages(ROOT)
     assert sorted(stages) == sorted(
-        ["cohorts", "cdcn", "jule3d", "deepcluster", "cae_dec", "population"]
+        ["cohorts", "cdcn", "jule3d", "deepcluster", "cae_dec", "population", "matrix"]
     )
     for stage in stages.values():
         assert (stage.report_dir / "metrics.json").exists(), stage

@@ -11,9 +11,10 @@ declared once, there), renders it to HTML, and only then replaces the report fol
   failure the previous report stays exactly as it was and the message says where the partial
   output is. The DVC stages declare their outputs ``persist: true``, so DVC does not delete the
   committed results before a run either.
-* **Inputs checked first.** Every input folder (``cohort``, ``data_dir``, ``features_dir``)
-  must exist and be what the study reads (a cohort, a folder of cohorts, a feature folder)
-  before a kernel starts; a failure leaves nothing behind.
+* **Inputs checked first.** Every input folder (``cohort``, ``data_dir``, ``features_dir``,
+  the folders of a ``cohorts`` listing) must exist and be what the study reads (a cohort, a
+  folder of cohorts, a feature folder) before a kernel starts; a failure leaves nothing
+  behind.
 * **Only its own folders replaced.** The runner marks every report folder it writes (a
   ``.medclust-report`` file naming the study) and replaces an existing path only when it is a
   report of the same study or an empty folder; anything else is refused before any work
@@ -49,6 +50,7 @@ STUDIES: dict[str, str] = {
     "deepcluster": "03_deepcluster_dcam",
     "cae_dec": "04_cae_dec_dcec",
     "population": "05_population_clustering",
+    "matrix": "06_method_matrix",
 }
 
 PARTIAL = ".partial"
@@ -60,6 +62,9 @@ INPUT_FOLDERS: dict[str, str] = {
     "data_dir": "a folder of cohorts",
     "features_dir": "a feature folder (index.csv, python -m medclust.population)",
 }
+#: A parameter listing cohorts by name (the method matrix): each folder source must be a
+#: cohort; an npz source is converted by the ``real_cohorts`` stage and may be absent.
+COHORT_LISTING = "cohorts"
 
 # Environment of the notebook's kernel, set before torch and numpy load there (README,
 # "Reproducibility"). x86-64-v3: torch, oneDNN, MKL, OpenBLAS and numpy use their AVX2 + FMA
@@ -179,37 +184,44 @@ class InputError(ValueError):
     parameter and the path."""
 
 
+def _input_folders(params: dict[str, object]) -> list[tuple[str, Path]]:
+    """``(param, folder)`` of every input folder of ``params``: those of
+    :data:`INPUT_FOLDERS` and the folder sources of a :data:`COHORT_LISTING`."""
+    out = [(name, Path(str(params[name]))) for name in INPUT_FOLDERS if name in params]
+    listing = params.get(COHORT_LISTING)
+    if isinstance(listing, dict):
+        out += [
+            (f"{COHORT_LISTING}.{key}", Path(str(source)))
+            for key, source in listing.items()
+            if not str(source).endswith(".npz")
+        ]
+    return out
+
+
 def check_inputs(params: dict[str, object]) -> list[Path]:
-    """The input folders of ``params`` (:data:`INPUT_FOLDERS`), each checked to exist and to
+    """The input folders of ``params`` (:func:`_input_folders`), each checked to exist and to
     be what the study reads, without opening any voxel; :class:`InputError` otherwise."""
     from medclust.cohort import DATASET_JSON, CohortError, find_cohorts, load_cohort
 
     folders = []
-    for name, what in INPUT_FOLDERS.items():
-        if name not in params:
-            continue
-        folder = Path(str(params[name]))
+    for name, folder in _input_folders(params):
+        what = INPUT_FOLDERS.get(name, INPUT_FOLDERS["cohort"])
+        where = f"param {name}={str(folder)!r}"
         if not folder.is_dir():
             state = "is not a folder" if folder.exists() else "does not exist"
-            raise InputError(f"param {name}={str(folder)!r}: {state} (it must be {what})")
-        if name == "cohort":
+            raise InputError(f"{where}: {state} (it must be {what})")
+        if name == "cohort" or name.startswith(f"{COHORT_LISTING}."):
             try:
                 load_cohort(folder, check_voxels=False)
             except CohortError as exc:
-                raise InputError(
-                    f"param cohort={str(folder)!r}: not a usable cohort: {exc}"
-                ) from exc
+                raise InputError(f"{where}: not a usable cohort: {exc}") from exc
         elif name == "data_dir" and not find_cohorts(folder):
-            raise InputError(
-                f"param data_dir={str(folder)!r}: holds no cohort (a sub-folder with {DATASET_JSON})"
-            )
+            raise InputError(f"{where}: holds no cohort (a sub-folder with {DATASET_JSON})")
         elif name == "features_dir":
             from medclust.population.store import INDEX_CSV
 
             if not (folder / INDEX_CSV).is_file():
-                raise InputError(
-                    f"param features_dir={str(folder)!r}: no {INDEX_CSV} (it must be {what})"
-                )
+                raise InputError(f"{where}: no {INDEX_CSV} (it must be {what})")
         folders.append(folder)
     return folders
 
@@ -220,7 +232,7 @@ def check_report_dir(
     """The report folder of ``params``, checked (with its ``.partial`` and ``.old`` siblings)
     to be one the runner may replace (:func:`medclust.report_folder.check_replaceable`)."""
     report = Path(str(params["report_dir"]))
-    inputs = [params[name] for name in INPUT_FOLDERS if name in params]
+    inputs = [folder for _, folder in _input_folders(params)]
     check_replaceable(report, study.name, repo=root, force=force, inputs=inputs)
     for sibling in (PARTIAL, OLD):
         check_replaceable(

@@ -50,7 +50,15 @@ from medclust.run import STUDIES, Study, run
 
 Z = 3.0  # standard errors of a difference of two seed means
 DETERMINISTIC_TOL = 1e-6  # metrics.json rounds to 6 decimals
-INFO_KEYS = ("runtime_s", "*.runtime_s", "top_clusters", "top_clusters.*", "chosen_seed")
+INFO_KEYS = (
+    "runtime_s",
+    "*.runtime_s",
+    "top_clusters",
+    "top_clusters.*",
+    "chosen_seed",
+    "seconds_per_seed.*",
+    "absent_cohorts",
+)
 # design and data counts, equal on every machine; matched against the last key segment
 EXACT_NAMES = ("n_*", "patch_size", "input_size", "epochs")
 
